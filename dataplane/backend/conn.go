@@ -1,0 +1,415 @@
+// Package backend holds the data plane's side towards database servers: a
+// logged-in connection with the session state the node knows it carries,
+// the targets (pool plus health monitor) and the routing of endpoints to
+// targets.
+package backend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/dbproxy/dbproxy/dataplane/mysql"
+)
+
+// BaseCaps are the capabilities every backend connection asks for. Result
+// sets always end in an OK packet (CLIENT_DEPRECATE_EOF) so that their
+// session state changes are visible; the node translates for clients that
+// want classic EOF packets.
+const BaseCaps = mysql.ClientLongPassword | mysql.ClientLongFlag | mysql.ClientProtocol41 |
+	mysql.ClientTransactions | mysql.ClientSecureConnection | mysql.ClientMultiStatements |
+	mysql.ClientMultiResults | mysql.ClientPSMultiResults | mysql.ClientPluginAuth |
+	mysql.ClientPluginAuthLenencClientData | mysql.ClientSessionTrack | mysql.ClientDeprecateEOF |
+	mysql.ClientLocalFiles
+
+// FlavorCaps are client capabilities that change what the server does on a
+// connection for its whole life; connections are pooled separately by them.
+const FlavorCaps = mysql.ClientFoundRows | mysql.ClientIgnoreSpace
+
+// Key selects connections in a target's pool.
+type Key struct {
+	User   string
+	Flavor uint32
+	// NoSchema selects connections with no current database: MySQL cannot
+	// leave a database once one is selected, so clients without one get
+	// connections that never had one.
+	NoSchema bool
+}
+
+// Stmt is a statement prepared on one backend connection.
+type Stmt struct {
+	ID      uint32
+	Params  uint16
+	Columns uint16
+}
+
+// Conn is one logged-in connection to a database server together with the
+// session state the node knows it carries.
+type Conn struct {
+	*mysql.Conn
+	Info   mysql.ServerInfo
+	Key    Key
+	Target *Target
+	// Vars are the session variables as last set or reported by session
+	// tracking; Schema the current database.
+	Vars   map[string]string
+	Schema string
+	// MultiStatements is the state of COM_SET_OPTION.
+	MultiStatements bool
+	// LastInsertID is what LAST_INSERT_ID() returns on this connection.
+	LastInsertID uint64
+	// Stmts are the statements prepared here, by query text.
+	Stmts map[string]*Stmt
+	// Status are the server status flags of the last OK/EOF.
+	Status uint16
+	// Tracking is true when session tracking is on for this connection.
+	Tracking bool
+	// Broken marks a connection whose protocol state is unknown.
+	Broken bool
+	// Dirty marks a connection that carried state the node cannot undo by
+	// SET statements (user variables, temporary tables, locks): it is reset
+	// before reuse.
+	Dirty bool
+	// SyncedWith and SyncedGen identify the client session state the
+	// connection was last brought in line with (a cheap check that skips
+	// the comparison).
+	SyncedWith uint64
+	SyncedGen  uint64
+	// LastClient is the client session that last used the connection and
+	// Uses counts borrows, so a client can reclaim it for FOUND_ROWS().
+	LastClient uint64
+	Uses       uint64
+}
+
+// ErrBroken is wrapped when a backend connection failed mid-exchange.
+var ErrBroken = errors.New("backend connection broken")
+
+// maxStmtsPerConn bounds the statements cached per backend connection.
+const maxStmtsPerConn = 1024
+
+// Close closes the connection.
+func (c *Conn) Close() error { return c.Conn.Close() }
+
+// Exec runs a statement that returns no rows (a SET, say) and returns its
+// OK; an ERR comes back as *mysql.SQLError. Session tracking is applied.
+func (c *Conn) Exec(sql string) (mysql.OK, error) {
+	if err := c.WriteCommand(append([]byte{mysql.ComQuery}, sql...)); err != nil {
+		c.Broken = true
+		return mysql.OK{}, fmt.Errorf("%w: write: %v", ErrBroken, err)
+	}
+	return c.readOK()
+}
+
+// readOK reads a single OK or ERR packet (draining any result sets a
+// multi-statement produced).
+func (c *Conn) readOK() (mysql.OK, error) {
+	for {
+		pkt, err := c.ReadPacket()
+		if err != nil {
+			c.Broken = true
+			return mysql.OK{}, fmt.Errorf("%w: read: %v", ErrBroken, err)
+		}
+		switch {
+		case len(pkt) > 0 && pkt[0] == mysql.OKPacket:
+			ok, err := mysql.ParseOK(pkt, c.Info.Caps)
+			if err != nil {
+				c.Broken = true
+				return ok, err
+			}
+			c.ApplyOK(ok)
+			if ok.Status&mysql.StatusMoreResultsExists != 0 {
+				continue
+			}
+			return ok, nil
+		case len(pkt) > 0 && pkt[0] == mysql.ErrPacket:
+			e, err := mysql.ParseErr(pkt)
+			if err != nil {
+				c.Broken = true
+				return mysql.OK{}, err
+			}
+			return mysql.OK{}, e
+		default:
+			// A result set: skip it.
+			if _, err := c.skipResultSet(pkt); err != nil {
+				return mysql.OK{}, err
+			}
+			if c.Status&mysql.StatusMoreResultsExists == 0 {
+				return mysql.OK{Status: c.Status}, nil
+			}
+		}
+	}
+}
+
+// Query runs a statement and returns the rows of its first result set as
+// strings (NULL as nil). For the node's own small queries only.
+func (c *Conn) Query(sql string) ([][]*string, error) {
+	if err := c.WriteCommand(append([]byte{mysql.ComQuery}, sql...)); err != nil {
+		c.Broken = true
+		return nil, fmt.Errorf("%w: write: %v", ErrBroken, err)
+	}
+	pkt, err := c.ReadPacket()
+	if err != nil {
+		c.Broken = true
+		return nil, fmt.Errorf("%w: read: %v", ErrBroken, err)
+	}
+	if len(pkt) > 0 && pkt[0] == mysql.ErrPacket {
+		e, err := mysql.ParseErr(pkt)
+		if err != nil {
+			return nil, err
+		}
+		return nil, e
+	}
+	if len(pkt) > 0 && pkt[0] == mysql.OKPacket {
+		ok, err := mysql.ParseOK(pkt, c.Info.Caps)
+		if err != nil {
+			return nil, err
+		}
+		c.ApplyOK(ok)
+		return nil, nil
+	}
+	return c.skipResultSet(pkt)
+}
+
+// skipResultSet reads a text result set whose column count packet is pkt
+// and returns its rows.
+func (c *Conn) skipResultSet(pkt []byte) ([][]*string, error) {
+	n, _, _, err := mysql.ReadLenEncInt(pkt)
+	if err != nil {
+		c.Broken = true
+		return nil, err
+	}
+	for range n {
+		if _, err := c.ReadPacket(); err != nil {
+			c.Broken = true
+			return nil, fmt.Errorf("%w: read column: %v", ErrBroken, err)
+		}
+	}
+	var rows [][]*string
+	for {
+		p, err := c.ReadPacket()
+		if err != nil {
+			c.Broken = true
+			return nil, fmt.Errorf("%w: read row: %v", ErrBroken, err)
+		}
+		if len(p) > 0 && p[0] == mysql.EOFPacket && len(p) < 0xffffff {
+			ok, err := mysql.ParseOK(p, c.Info.Caps)
+			if err != nil {
+				c.Broken = true
+				return nil, err
+			}
+			c.ApplyOK(ok)
+			return rows, nil
+		}
+		if len(p) > 0 && p[0] == mysql.ErrPacket {
+			e, err := mysql.ParseErr(p)
+			if err != nil {
+				return nil, err
+			}
+			return nil, e
+		}
+		row := make([]*string, 0, n)
+		for pos := 0; pos < len(p); {
+			s, m, err := mysql.ReadLenEncString(p[pos:])
+			if err != nil {
+				c.Broken = true
+				return nil, err
+			}
+			if s == nil && p[pos] == 0xfb {
+				row = append(row, nil)
+			} else {
+				v := string(s)
+				row = append(row, &v)
+			}
+			pos += m
+		}
+		rows = append(rows, row)
+	}
+}
+
+// StateChange summarises the session state block of one OK packet.
+type StateChange struct {
+	Vars      map[string]string
+	Schema    *string
+	Unmovable bool // state changed beyond variables and schema
+}
+
+// ApplyOK records status, last insert id and tracked session state of an
+// OK packet on the connection and returns what changed.
+func (c *Conn) ApplyOK(ok mysql.OK) StateChange {
+	c.Status = ok.Status
+	if ok.LastInsertID != 0 {
+		c.LastInsertID = ok.LastInsertID
+	}
+	var sc StateChange
+	if ok.SessionState == nil {
+		return sc
+	}
+	stateFlag := false
+	_ = mysql.ParseSessionState(ok.SessionState, func(ch mysql.SessionChange) {
+		switch ch.Type {
+		case mysql.SessionTrackSystemVariables:
+			if sc.Vars == nil {
+				sc.Vars = map[string]string{}
+			}
+			sc.Vars[ch.Name] = ch.Value
+			c.Vars[ch.Name] = ch.Value
+		case mysql.SessionTrackSchema:
+			s := ch.Name
+			sc.Schema = &s
+			c.Schema = s
+		case mysql.SessionTrackStateChange:
+			stateFlag = ch.Value == "1"
+		}
+	})
+	sc.Unmovable = stateFlag && sc.Vars == nil && sc.Schema == nil
+	return sc
+}
+
+// InitDB changes the current database.
+func (c *Conn) InitDB(db string) error {
+	if err := c.WriteCommand(append([]byte{mysql.ComInitDB}, db...)); err != nil {
+		c.Broken = true
+		return fmt.Errorf("%w: write: %v", ErrBroken, err)
+	}
+	if _, err := c.readOK(); err != nil {
+		return err
+	}
+	c.Schema = db
+	return nil
+}
+
+// SetMultiStatements switches CLIENT_MULTI_STATEMENTS with COM_SET_OPTION.
+func (c *Conn) SetMultiStatements(on bool) error {
+	opt := mysql.OptionMultiStatementsOff
+	if on {
+		opt = mysql.OptionMultiStatementsOn
+	}
+	if err := c.WriteCommand([]byte{mysql.ComSetOption, byte(opt), byte(opt >> 8)}); err != nil {
+		c.Broken = true
+		return fmt.Errorf("%w: write: %v", ErrBroken, err)
+	}
+	pkt, err := c.ReadPacket()
+	if err != nil {
+		c.Broken = true
+		return fmt.Errorf("%w: read: %v", ErrBroken, err)
+	}
+	if len(pkt) > 0 && pkt[0] == mysql.ErrPacket {
+		e, err := mysql.ParseErr(pkt)
+		if err != nil {
+			return err
+		}
+		return e
+	}
+	c.MultiStatements = on
+	return nil
+}
+
+// Ping checks the connection with COM_PING.
+func (c *Conn) Ping(ctx context.Context) error {
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.NetConn().SetDeadline(dl)
+		defer c.NetConn().SetDeadline(time.Time{})
+	}
+	if err := c.WriteCommand([]byte{mysql.ComPing}); err != nil {
+		c.Broken = true
+		return err
+	}
+	_, err := c.readOK()
+	return err
+}
+
+// Prepare prepares query on this connection (reusing a cached statement)
+// and discards the metadata.
+func (c *Conn) Prepare(query string) (*Stmt, error) {
+	if st, ok := c.Stmts[query]; ok {
+		return st, nil
+	}
+	if len(c.Stmts) >= maxStmtsPerConn {
+		for q, st := range c.Stmts {
+			c.CloseStmt(st.ID)
+			delete(c.Stmts, q)
+			if len(c.Stmts) < maxStmtsPerConn/2 {
+				break
+			}
+		}
+	}
+	if err := c.WriteCommand(append([]byte{mysql.ComStmtPrepare}, query...)); err != nil {
+		c.Broken = true
+		return nil, fmt.Errorf("%w: write: %v", ErrBroken, err)
+	}
+	pkt, err := c.ReadPacket()
+	if err != nil {
+		c.Broken = true
+		return nil, fmt.Errorf("%w: read: %v", ErrBroken, err)
+	}
+	if len(pkt) > 0 && pkt[0] == mysql.ErrPacket {
+		e, err := mysql.ParseErr(pkt)
+		if err != nil {
+			return nil, err
+		}
+		return nil, e
+	}
+	pok, err := mysql.ParsePrepareOK(pkt)
+	if err != nil {
+		c.Broken = true
+		return nil, err
+	}
+	for range int(pok.Params) + int(pok.Columns) {
+		if _, err := c.ReadPacket(); err != nil {
+			c.Broken = true
+			return nil, fmt.Errorf("%w: read metadata: %v", ErrBroken, err)
+		}
+	}
+	st := &Stmt{ID: pok.StmtID, Params: pok.Params, Columns: pok.Columns}
+	c.Stmts[query] = st
+	return st, nil
+}
+
+// CloseStmt sends COM_STMT_CLOSE (no response).
+func (c *Conn) CloseStmt(id uint32) {
+	b := []byte{mysql.ComStmtClose, byte(id), byte(id >> 8), byte(id >> 16), byte(id >> 24)}
+	if err := c.WriteCommand(b); err != nil {
+		c.Broken = true
+	}
+}
+
+// ResetConnection sends COM_RESET_CONNECTION and forgets the state the
+// connection carried; the caller re-applies the pool's init state.
+func (c *Conn) ResetConnection() error {
+	if err := c.WriteCommand([]byte{mysql.ComResetConnection}); err != nil {
+		c.Broken = true
+		return fmt.Errorf("%w: write: %v", ErrBroken, err)
+	}
+	if _, err := c.readOK(); err != nil {
+		c.Broken = true
+		return err
+	}
+	c.Stmts = map[string]*Stmt{}
+	c.LastInsertID = 0
+	c.MultiStatements = true
+	c.Dirty = false
+	c.SyncedWith, c.SyncedGen = 0, 0
+	return nil
+}
+
+// FormatValue renders a tracked variable value for a SET statement.
+func FormatValue(v string) string {
+	if v == "" {
+		return "''"
+	}
+	if _, err := strconv.ParseFloat(v, 64); err == nil && v[0] != '+' && v != "Inf" && v != "NaN" {
+		return v
+	}
+	b := make([]byte, 0, len(v)+2)
+	b = append(b, '\'')
+	for i := 0; i < len(v); i++ {
+		switch v[i] {
+		case '\'', '\\':
+			b = append(b, '\\')
+		}
+		b = append(b, v[i])
+	}
+	return string(append(b, '\''))
+}

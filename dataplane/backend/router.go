@@ -1,0 +1,94 @@
+package backend
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/dbproxy/dbproxy/dataplane/config"
+)
+
+// ErrNoTarget is returned when no healthy target serves a role before the
+// context ends.
+var ErrNoTarget = errors.New("no healthy database target available")
+
+// Router picks the target for an endpoint's role: the writer for
+// READ_WRITE; for READ_ONLY a healthy reader in the node's zone, then in
+// other zones, then the writer.
+type Router struct {
+	zone    string
+	targets []*Target
+
+	mu struct {
+		sync.Mutex
+		changed chan struct{}
+		rr      int
+	}
+}
+
+// NewRouter returns a router over targets for a node in zone.
+func NewRouter(zone string, targets []*Target) *Router {
+	r := &Router{zone: zone, targets: targets}
+	r.mu.changed = make(chan struct{})
+	return r
+}
+
+// Notify wakes borrowers waiting for a target (health or role changed).
+func (r *Router) Notify() {
+	r.mu.Lock()
+	close(r.mu.changed)
+	r.mu.changed = make(chan struct{})
+	r.mu.Unlock()
+}
+
+// Targets returns the router's targets.
+func (r *Router) Targets() []*Target { return r.targets }
+
+// Pick returns a target for role, waiting until one is healthy or ctx ends.
+func (r *Router) Pick(ctx context.Context, role string) (*Target, error) {
+	for {
+		r.mu.Lock()
+		ch := r.mu.changed
+		t := r.pickLocked(role)
+		r.mu.Unlock()
+		if t != nil {
+			return t, nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ErrNoTarget
+		}
+	}
+}
+
+func (r *Router) pickLocked(role string) *Target {
+	var writer *Target
+	var local, remote []*Target
+	for _, t := range r.targets {
+		if !t.Health().Healthy {
+			continue
+		}
+		if t.Role() == config.RoleWriter {
+			if writer == nil {
+				writer = t
+			}
+			continue
+		}
+		if t.opts.Target.Zone == r.zone {
+			local = append(local, t)
+		} else {
+			remote = append(remote, t)
+		}
+	}
+	if role != config.TargetRoleReadOnly {
+		return writer
+	}
+	for _, set := range [][]*Target{local, remote} {
+		if len(set) > 0 {
+			r.mu.rr++
+			return set[r.mu.rr%len(set)]
+		}
+	}
+	return writer
+}

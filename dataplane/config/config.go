@@ -1,0 +1,398 @@
+// Package config defines the data-plane node's configuration model: the
+// proxies it serves, their endpoints, database targets, credentials and pool
+// settings. The same model is loaded from a static file in standalone mode and
+// (later) assembled from xDS resources pushed by the control plane.
+package config
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Duration is a time.Duration that reads and writes as a Go duration string
+// ("30s", "15m") in JSON.
+type Duration time.Duration
+
+// MarshalJSON writes the duration as a string.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON accepts a duration string or a number of seconds.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		var secs float64
+		if err2 := json.Unmarshal(b, &secs); err2 != nil {
+			return fmt.Errorf("duration must be a string such as \"30s\" or a number of seconds")
+		}
+		*d = Duration(secs * float64(time.Second))
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("invalid duration %q: %w", s, err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// Target roles.
+const (
+	RoleAuto   = "AUTO"
+	RoleWriter = "WRITER"
+	RoleReader = "READER"
+)
+
+// Endpoint target roles.
+const (
+	TargetRoleReadWrite = "READ_WRITE"
+	TargetRoleReadOnly  = "READ_ONLY"
+)
+
+// IAM auth modes.
+const (
+	IAMAuthDisabled = "DISABLED"
+	IAMAuthRequired = "REQUIRED"
+)
+
+// Client password auth types (names as in RDS Proxy).
+const (
+	AuthNativePassword      = "MYSQL_NATIVE_PASSWORD"
+	AuthCachingSHA2Password = "MYSQL_CACHING_SHA2_PASSWORD"
+)
+
+// Session pinning filters.
+const (
+	PinningFilterExcludeVariableSets = "EXCLUDE_VARIABLE_SETS"
+)
+
+// Config is everything one node serves.
+type Config struct {
+	// Version identifies this configuration (a content hash when pushed by
+	// the control plane; free text in a static file).
+	Version string `json:"version,omitempty"`
+	// Node holds node-local settings that are not part of the pushed model.
+	Node Node `json:"node"`
+	// Secrets are database credentials referenced by proxies.
+	Secrets []Secret `json:"secrets"`
+	// Proxies are the proxies this node serves.
+	Proxies []Proxy `json:"proxies"`
+}
+
+// Node holds settings of the node process itself.
+type Node struct {
+	// Zone is the node's zone; READ_ONLY endpoints prefer readers here.
+	Zone string `json:"zone,omitempty"`
+	// AdminAddress serves /metrics and /healthz ("127.0.0.1:9100").
+	AdminAddress string `json:"admin_address,omitempty"`
+	// TLS is the server certificate presented to clients. When empty, a
+	// self-signed pair is generated at start.
+	TLS TLS `json:"tls,omitempty"`
+	// HandshakeTimeout bounds how long a new client may take to log in.
+	HandshakeTimeout Duration `json:"handshake_timeout,omitempty"`
+	// MaxPacketSize bounds one client command (default 1 GiB, as MariaDB's
+	// max_allowed_packet upper bound).
+	MaxPacketSize int `json:"max_packet_size,omitempty"`
+}
+
+// TLS names a certificate and key in PEM files.
+type TLS struct {
+	CertFile string `json:"cert_file,omitempty"`
+	KeyFile  string `json:"key_file,omitempty"`
+}
+
+// Secret is a set of database credentials.
+type Secret struct {
+	Name     string `json:"name"`
+	Username string `json:"username"`
+	Password string `json:"password"`
+}
+
+// String hides the password.
+func (s Secret) String() string { return fmt.Sprintf("secret %s (user %s)", s.Name, s.Username) }
+
+// Proxy is one proxy: its endpoints, targets, auth and pool settings.
+type Proxy struct {
+	Name                 string     `json:"name"`
+	EngineFamily         string     `json:"engine_family,omitempty"`
+	Zones                []string   `json:"zones,omitempty"`
+	Auth                 []Auth     `json:"auth"`
+	RequireTLS           bool       `json:"require_tls,omitempty"`
+	IdleClientTimeout    Duration   `json:"idle_client_timeout,omitempty"`
+	MaxClientConnections int        `json:"max_client_connections,omitempty"`
+	DebugLogging         bool       `json:"debug_logging,omitempty"`
+	Endpoints            []Endpoint `json:"endpoints"`
+	Targets              []Target   `json:"targets"`
+	Pool                 PoolConfig `json:"connection_pool_config"`
+}
+
+// Auth lets the users of one secret connect to a proxy.
+type Auth struct {
+	Secret                 string `json:"secret"`
+	IAMAuth                string `json:"iam_auth,omitempty"`
+	ClientPasswordAuthType string `json:"client_password_auth_type,omitempty"`
+}
+
+// Endpoint is one listening address of a proxy.
+type Endpoint struct {
+	Name       string `json:"name"`
+	Address    string `json:"address"`
+	TargetRole string `json:"target_role,omitempty"`
+}
+
+// Target is one database server behind a proxy.
+type Target struct {
+	Name string `json:"name"`
+	Host string `json:"host"`
+	Port int    `json:"port"`
+	Zone string `json:"zone,omitempty"`
+	Role string `json:"role,omitempty"`
+}
+
+// Addr is host:port.
+func (t Target) Addr() string { return net.JoinHostPort(t.Host, strconv.Itoa(t.Port)) }
+
+// PoolConfig mirrors RDS Proxy's connection_pool_config plus a few pool
+// hygiene knobs.
+type PoolConfig struct {
+	MaxConnectionsPercent     int      `json:"max_connections_percent,omitempty"`
+	MaxIdleConnectionsPercent int      `json:"max_idle_connections_percent,omitempty"`
+	ConnectionBorrowTimeout   Duration `json:"connection_borrow_timeout,omitempty"`
+	InitQuery                 string   `json:"init_query,omitempty"`
+	SessionPinningFilters     []string `json:"session_pinning_filters,omitempty"`
+	// MaxLifetime closes database connections older than this (default 1h).
+	MaxLifetime Duration `json:"max_lifetime,omitempty"`
+	// IdleCheckAfter validates an idle connection with a ping before reuse
+	// when it has been idle longer than this (default 30s).
+	IdleCheckAfter Duration `json:"idle_check_after,omitempty"`
+}
+
+// Defaults applied by ApplyDefaults.
+const (
+	DefaultMaxConnectionsPercent     = 100
+	DefaultMaxIdleConnectionsPercent = 50
+	DefaultBorrowTimeout             = 120 * time.Second
+	DefaultIdleClientTimeout         = 30 * time.Minute
+	DefaultMaxClientConnections      = 20000
+	DefaultHandshakeTimeout          = 10 * time.Second
+	DefaultMaxLifetime               = time.Hour
+	DefaultIdleCheckAfter            = 30 * time.Second
+	DefaultMaxPacketSize             = 1 << 30
+)
+
+// Load reads, defaults and validates a JSON config file.
+func Load(path string) (*Config, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read config: %w", err)
+	}
+	return Parse(b)
+}
+
+// Parse decodes, defaults and validates a JSON config.
+func Parse(b []byte) (*Config, error) {
+	var c Config
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&c); err != nil {
+		return nil, fmt.Errorf("parse config: %w", err)
+	}
+	c.ApplyDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// ApplyDefaults fills in unset fields.
+func (c *Config) ApplyDefaults() {
+	if c.Node.HandshakeTimeout == 0 {
+		c.Node.HandshakeTimeout = Duration(DefaultHandshakeTimeout)
+	}
+	if c.Node.MaxPacketSize == 0 {
+		c.Node.MaxPacketSize = DefaultMaxPacketSize
+	}
+	for i := range c.Proxies {
+		p := &c.Proxies[i]
+		if p.EngineFamily == "" {
+			p.EngineFamily = "MYSQL"
+		}
+		if p.IdleClientTimeout == 0 {
+			p.IdleClientTimeout = Duration(DefaultIdleClientTimeout)
+		}
+		if p.MaxClientConnections == 0 {
+			p.MaxClientConnections = DefaultMaxClientConnections
+		}
+		for j := range p.Auth {
+			if p.Auth[j].IAMAuth == "" {
+				p.Auth[j].IAMAuth = IAMAuthDisabled
+			}
+			if p.Auth[j].ClientPasswordAuthType == "" {
+				p.Auth[j].ClientPasswordAuthType = AuthNativePassword
+			}
+		}
+		for j := range p.Endpoints {
+			if p.Endpoints[j].TargetRole == "" {
+				p.Endpoints[j].TargetRole = TargetRoleReadWrite
+			}
+		}
+		for j := range p.Targets {
+			if p.Targets[j].Role == "" {
+				p.Targets[j].Role = RoleAuto
+			}
+			if p.Targets[j].Name == "" {
+				p.Targets[j].Name = p.Targets[j].Addr()
+			}
+		}
+		pc := &p.Pool
+		if pc.MaxConnectionsPercent == 0 {
+			pc.MaxConnectionsPercent = DefaultMaxConnectionsPercent
+		}
+		if pc.MaxIdleConnectionsPercent == 0 {
+			// As RDS Proxy: half of the connections, or all of them when
+			// the limit is below 50%.
+			pc.MaxIdleConnectionsPercent = min(DefaultMaxIdleConnectionsPercent, pc.MaxConnectionsPercent)
+		}
+		if pc.ConnectionBorrowTimeout == 0 {
+			pc.ConnectionBorrowTimeout = Duration(DefaultBorrowTimeout)
+		}
+		if pc.MaxLifetime == 0 {
+			pc.MaxLifetime = Duration(DefaultMaxLifetime)
+		}
+		if pc.IdleCheckAfter == 0 {
+			pc.IdleCheckAfter = Duration(DefaultIdleCheckAfter)
+		}
+	}
+}
+
+// Validate reports the first problem found, naming the field.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(field, format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, a...)))
+	}
+	secrets := map[string]bool{}
+	for i, s := range c.Secrets {
+		f := fmt.Sprintf("secrets[%d]", i)
+		if s.Name == "" {
+			bad(f+".name", "is required")
+		}
+		if secrets[s.Name] {
+			bad(f+".name", "duplicate secret %q", s.Name)
+		}
+		secrets[s.Name] = true
+		if s.Username == "" {
+			bad(f+".username", "is required")
+		}
+	}
+	addrs := map[string]string{}
+	names := map[string]bool{}
+	for i, p := range c.Proxies {
+		f := fmt.Sprintf("proxies[%d]", i)
+		if p.Name == "" {
+			bad(f+".name", "is required")
+		}
+		if names[p.Name] {
+			bad(f+".name", "duplicate proxy %q", p.Name)
+		}
+		names[p.Name] = true
+		if p.EngineFamily != "MYSQL" {
+			bad(f+".engine_family", "must be MYSQL, got %q", p.EngineFamily)
+		}
+		if len(p.Auth) == 0 {
+			bad(f+".auth", "at least one auth block is required")
+		}
+		for j, a := range p.Auth {
+			af := fmt.Sprintf("%s.auth[%d]", f, j)
+			if !secrets[a.Secret] {
+				bad(af+".secret", "unknown secret %q", a.Secret)
+			}
+			if a.IAMAuth != IAMAuthDisabled && a.IAMAuth != IAMAuthRequired {
+				bad(af+".iam_auth", "must be DISABLED or REQUIRED, got %q", a.IAMAuth)
+			}
+			if a.ClientPasswordAuthType != AuthNativePassword && a.ClientPasswordAuthType != AuthCachingSHA2Password {
+				bad(af+".client_password_auth_type", "must be %s or %s, got %q", AuthNativePassword, AuthCachingSHA2Password, a.ClientPasswordAuthType)
+			}
+		}
+		if len(p.Endpoints) == 0 {
+			bad(f+".endpoints", "at least one endpoint is required")
+		}
+		for j, e := range p.Endpoints {
+			ef := fmt.Sprintf("%s.endpoints[%d]", f, j)
+			if _, _, err := net.SplitHostPort(e.Address); err != nil {
+				bad(ef+".address", "must be host:port: %v", err)
+			}
+			if prev, ok := addrs[e.Address]; ok {
+				bad(ef+".address", "%s is already used by %s", e.Address, prev)
+			}
+			addrs[e.Address] = p.Name + "/" + e.Name
+			if e.TargetRole != TargetRoleReadWrite && e.TargetRole != TargetRoleReadOnly {
+				bad(ef+".target_role", "must be READ_WRITE or READ_ONLY, got %q", e.TargetRole)
+			}
+		}
+		if len(p.Targets) == 0 {
+			bad(f+".targets", "at least one target is required")
+		}
+		for j, t := range p.Targets {
+			tf := fmt.Sprintf("%s.targets[%d]", f, j)
+			if t.Host == "" {
+				bad(tf+".host", "is required")
+			}
+			if t.Port <= 0 || t.Port > 65535 {
+				bad(tf+".port", "must be 1-65535, got %d", t.Port)
+			}
+			switch t.Role {
+			case RoleAuto, RoleWriter, RoleReader:
+			default:
+				bad(tf+".role", "must be AUTO, WRITER or READER, got %q", t.Role)
+			}
+		}
+		pc := p.Pool
+		pf := f + ".connection_pool_config"
+		if pc.MaxConnectionsPercent < 1 || pc.MaxConnectionsPercent > 100 {
+			bad(pf+".max_connections_percent", "must be 1-100, got %d", pc.MaxConnectionsPercent)
+		}
+		if pc.MaxIdleConnectionsPercent < 0 || pc.MaxIdleConnectionsPercent > pc.MaxConnectionsPercent {
+			bad(pf+".max_idle_connections_percent", "must be 0-max_connections_percent, got %d", pc.MaxIdleConnectionsPercent)
+		}
+		if pc.ConnectionBorrowTimeout < 0 {
+			bad(pf+".connection_borrow_timeout", "must not be negative")
+		}
+		for k, s := range pc.SessionPinningFilters {
+			if s != PinningFilterExcludeVariableSets {
+				bad(fmt.Sprintf("%s.session_pinning_filters[%d]", pf, k), "must be EXCLUDE_VARIABLE_SETS, got %q", s)
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SecretByName returns the named secret.
+func (c *Config) SecretByName(name string) (Secret, bool) {
+	for _, s := range c.Secrets {
+		if s.Name == name {
+			return s, true
+		}
+	}
+	return Secret{}, false
+}
+
+// HasPinningFilter reports whether the pool config lists filter f.
+func (pc PoolConfig) HasPinningFilter(f string) bool {
+	for _, s := range pc.SessionPinningFilters {
+		if s == f {
+			return true
+		}
+	}
+	return false
+}

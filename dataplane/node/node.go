@@ -1,0 +1,348 @@
+// Package node runs a data-plane node: it turns a configuration into
+// targets, routers and listening endpoints, serves /metrics and /healthz,
+// and applies new configurations.
+package node
+
+import (
+	"context"
+	"crypto/rsa"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/dbproxy/dbproxy/dataplane/backend"
+	"github.com/dbproxy/dbproxy/dataplane/config"
+	"github.com/dbproxy/dbproxy/dataplane/metrics"
+	"github.com/dbproxy/dbproxy/dataplane/mysql"
+	"github.com/dbproxy/dbproxy/dataplane/proxy"
+)
+
+// DefaultVersion is announced to clients until a target's version is known.
+const DefaultVersion = "5.5.5-10.11.0-MariaDB-dbproxy"
+
+// Options configure a Node.
+type Options struct {
+	Logger  hclog.Logger
+	Metrics *metrics.Metrics
+	// Listen opens endpoint listeners (tests inject one); nil uses net.Listen.
+	Listen func(network, addr string) (net.Listener, error)
+	// MonitorInterval overrides the targets' health check period.
+	MonitorInterval time.Duration
+}
+
+// Node is one running data-plane node.
+type Node struct {
+	opts    Options
+	log     hclog.Logger
+	metrics *metrics.Metrics
+	buffers *mysql.BufferPool
+	ids     atomic.Uint64
+	tls     *tls.Config
+	rsaKey  *rsa.PrivateKey
+	rsaPEM  []byte
+	fast    *mysql.FastAuthCache
+
+	mu struct {
+		sync.Mutex
+		cfg     *config.Config
+		proxies map[string]*runningProxy
+		admin   *http.Server
+		adminLn net.Listener
+	}
+}
+
+type runningProxy struct {
+	cfg       config.Proxy
+	targets   []*backend.Target
+	router    *backend.Router
+	endpoints []*runningEndpoint
+	limits    *proxy.Limits
+}
+
+type runningEndpoint struct {
+	ep *proxy.Endpoint
+	ln net.Listener
+}
+
+// New returns a node; Apply starts serving a configuration.
+func New(opts Options) (*Node, error) {
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.Metrics == nil {
+		opts.Metrics = metrics.New()
+	}
+	if opts.Listen == nil {
+		opts.Listen = net.Listen
+	}
+	key, pemKey, err := rsaKey()
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{opts: opts, log: opts.Logger, metrics: opts.Metrics, buffers: mysql.NewBufferPool(16 << 10),
+		rsaKey: key, rsaPEM: pemKey, fast: mysql.NewFastAuthCache()}
+	n.mu.proxies = map[string]*runningProxy{}
+	return n, nil
+}
+
+// Metrics returns the node's metrics.
+func (n *Node) Metrics() *metrics.Metrics { return n.metrics }
+
+// Apply serves cfg. The first call starts the admin listener and every
+// proxy; later calls replace proxies whose configuration changed and drain
+// the removed ones.
+func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid config: %w", err)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.tls == nil {
+		t, err := loadTLS(cfg.Node.TLS)
+		if err != nil {
+			return err
+		}
+		n.tls = t
+	}
+	if n.mu.admin == nil && cfg.Node.AdminAddress != "" {
+		if err := n.startAdminLocked(cfg.Node.AdminAddress); err != nil {
+			return err
+		}
+	}
+	next := map[string]*runningProxy{}
+	var started []*runningProxy
+	for _, pc := range cfg.Proxies {
+		if !servesZone(pc, cfg.Node.Zone) {
+			continue
+		}
+		if old, ok := n.mu.proxies[pc.Name]; ok && sameProxy(n.mu.cfg, cfg, old.cfg, pc) {
+			next[pc.Name] = old
+			continue
+		}
+		if old, ok := n.mu.proxies[pc.Name]; ok {
+			// Free the addresses before the replacement binds them.
+			n.stopProxy(ctx, old)
+			delete(n.mu.proxies, pc.Name)
+		}
+		rp, err := n.startProxy(cfg, pc)
+		if err != nil {
+			for _, p := range started {
+				n.stopProxy(ctx, p)
+			}
+			return fmt.Errorf("proxy %s: %w", pc.Name, err)
+		}
+		started = append(started, rp)
+		next[pc.Name] = rp
+	}
+	for name, old := range n.mu.proxies {
+		if next[name] != old {
+			n.stopProxy(ctx, old)
+		}
+	}
+	n.mu.proxies = next
+	n.mu.cfg = cfg
+	return nil
+}
+
+func servesZone(p config.Proxy, zone string) bool {
+	if len(p.Zones) == 0 || zone == "" {
+		return true
+	}
+	for _, z := range p.Zones {
+		if z == zone {
+			return true
+		}
+	}
+	return false
+}
+
+// sameProxy reports whether a proxy and the secrets it uses are unchanged.
+func sameProxy(oldCfg, newCfg *config.Config, a, b config.Proxy) bool {
+	if oldCfg == nil || fmt.Sprintf("%+v", a) != fmt.Sprintf("%+v", b) {
+		return false
+	}
+	for _, au := range b.Auth {
+		x, _ := oldCfg.SecretByName(au.Secret)
+		y, _ := newCfg.SecretByName(au.Secret)
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, error) {
+	creds := map[string]mysql.Credential{}
+	passwords := map[string]string{}
+	var monitorUser string
+	for _, a := range pc.Auth {
+		sec, ok := cfg.SecretByName(a.Secret)
+		if !ok {
+			return nil, fmt.Errorf("unknown secret %q", a.Secret)
+		}
+		method := mysql.AuthNativePassword
+		if a.ClientPasswordAuthType == config.AuthCachingSHA2Password {
+			method = mysql.AuthCachingSHA2Password
+		}
+		creds[sec.Username] = mysql.Credential{Password: sec.Password, Method: method}
+		passwords[sec.Username] = sec.Password
+		if monitorUser == "" {
+			monitorUser = sec.Username
+		}
+	}
+	log := n.log.With("proxy", pc.Name)
+	rp := &runningProxy{cfg: pc, limits: &proxy.Limits{MaxClients: int64(pc.MaxClientConnections)}}
+	for _, tc := range pc.Targets {
+		rp.targets = append(rp.targets, backend.NewTarget(backend.TargetOptions{
+			Proxy: pc.Name, Target: tc, Pool: pc.Pool,
+			Password:        func(u string) (string, bool) { p, ok := passwords[u]; return p, ok },
+			MonitorUser:     monitorUser,
+			MonitorInterval: n.opts.MonitorInterval,
+			Logger:          log, Metrics: n.metrics, Buffers: n.buffers,
+			OnChange: func() {
+				if rp.router != nil {
+					rp.router.Notify()
+				}
+			},
+		}))
+	}
+	rp.router = backend.NewRouter(cfg.Node.Zone, rp.targets)
+	for _, t := range rp.targets {
+		t.Start()
+	}
+	server := &mysql.ServerConfig{
+		Caps: proxy.ClientCaps, Collation: backend.DefaultCollation, TLS: n.tls, RequireTLS: pc.RequireTLS,
+		RSAKey: n.rsaKey, RSAPublicPEM: n.rsaPEM, FastAuth: n.fast,
+		Lookup: func(user string) (mysql.Credential, bool) { c, ok := creds[user]; return c, ok },
+	}
+	version := func() string {
+		for _, t := range rp.targets {
+			if v := t.Health().Version; v != "" {
+				if v[0] != '5' {
+					// MariaDB 10+ is announced with the 5.5.5- prefix, as the
+					// server itself does, so that old clients parse it.
+					return "5.5.5-" + v
+				}
+				return v
+			}
+		}
+		return DefaultVersion
+	}
+	for _, ec := range pc.Endpoints {
+		ln, err := n.opts.Listen("tcp", ec.Address)
+		if err != nil {
+			n.stopProxy(context.Background(), rp)
+			return nil, fmt.Errorf("listen on %s: %w", ec.Address, err)
+		}
+		ep := proxy.NewEndpoint(proxy.Options{
+			Proxy: pc, Endpoint: ec, Router: rp.router, Limits: rp.limits, Server: server, Version: version,
+			HandshakeTimeout: cfg.Node.HandshakeTimeout.D(), MaxPacket: cfg.Node.MaxPacketSize,
+			Logger: log, Metrics: n.metrics, Buffers: n.buffers, IDs: &n.ids,
+		})
+		rp.endpoints = append(rp.endpoints, &runningEndpoint{ep: ep, ln: ln})
+		go func() {
+			if err := ep.Serve(ln); err != nil {
+				log.Error("endpoint stopped", "endpoint", ec.Name, "error", err)
+			}
+		}()
+		log.Info("endpoint listening", "endpoint", ec.Name, "address", ln.Addr().String(), "role", ec.TargetRole)
+	}
+	return rp, nil
+}
+
+func (n *Node) stopProxy(ctx context.Context, rp *runningProxy) {
+	for _, e := range rp.endpoints {
+		e.ep.Drain(ctx)
+	}
+	for _, t := range rp.targets {
+		t.Close()
+	}
+}
+
+// Addr returns the bound address of an endpoint (useful with port 0).
+func (n *Node) Addr(proxyName, endpoint string) (string, bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	rp, ok := n.mu.proxies[proxyName]
+	if !ok {
+		return "", false
+	}
+	for i, e := range rp.endpoints {
+		if rp.cfg.Endpoints[i].Name == endpoint {
+			return e.ln.Addr().String(), true
+		}
+	}
+	return "", false
+}
+
+// AdminAddr returns the admin listener's address.
+func (n *Node) AdminAddr() string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.mu.adminLn == nil {
+		return ""
+	}
+	return n.mu.adminLn.Addr().String()
+}
+
+// Targets returns the targets of a proxy (for tests and status).
+func (n *Node) Targets(proxyName string) []*backend.Target {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if rp, ok := n.mu.proxies[proxyName]; ok {
+		return rp.targets
+	}
+	return nil
+}
+
+func (n *Node) startAdminLocked(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("admin listen on %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(prometheus.Gatherers{n.metrics.Registry, prometheus.GathererFunc(n.gatherPools)}, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		n.mu.Lock()
+		ok := n.mu.cfg != nil
+		n.mu.Unlock()
+		if !ok {
+			http.Error(w, "no configuration applied", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	n.mu.admin, n.mu.adminLn = srv, ln
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			n.log.Error("admin server stopped", "error", err)
+		}
+	}()
+	n.log.Info("admin listening", "address", ln.Addr().String())
+	return nil
+}
+
+// Close stops every proxy (draining clients until ctx ends) and the admin
+// listener.
+func (n *Node) Close(ctx context.Context) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, rp := range n.mu.proxies {
+		n.stopProxy(ctx, rp)
+	}
+	n.mu.proxies = map[string]*runningProxy{}
+	if n.mu.admin != nil {
+		_ = n.mu.admin.Shutdown(ctx)
+		n.mu.admin = nil
+	}
+}

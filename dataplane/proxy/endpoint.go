@@ -1,0 +1,202 @@
+// Package proxy serves client connections on a proxy endpoint: it logs
+// clients in, then relays their commands to pooled database connections,
+// multiplexing at transaction boundaries, restoring tracked session state on
+// whichever connection it borrows and pinning clients whose state cannot
+// move.
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/dbproxy/dbproxy/dataplane/backend"
+	"github.com/dbproxy/dbproxy/dataplane/config"
+	"github.com/dbproxy/dbproxy/dataplane/metrics"
+	"github.com/dbproxy/dbproxy/dataplane/mysql"
+)
+
+// ClientCaps are the capabilities offered to clients. Compression is not
+// offered. CLIENT_LONG_PASSWORD (CLIENT_MYSQL) set tells MariaDB clients not
+// to use MariaDB extended capabilities.
+const ClientCaps = mysql.ClientLongPassword | mysql.ClientFoundRows | mysql.ClientLongFlag |
+	mysql.ClientConnectWithDB | mysql.ClientNoSchema | mysql.ClientODBC | mysql.ClientLocalFiles |
+	mysql.ClientIgnoreSpace | mysql.ClientProtocol41 | mysql.ClientInteractive | mysql.ClientIgnoreSigpipe |
+	mysql.ClientTransactions | mysql.ClientSecureConnection | mysql.ClientMultiStatements |
+	mysql.ClientMultiResults | mysql.ClientPSMultiResults | mysql.ClientPluginAuth | mysql.ClientConnectAttrs |
+	mysql.ClientPluginAuthLenencClientData | mysql.ClientSessionTrack | mysql.ClientDeprecateEOF |
+	mysql.ClientCanHandleExpiredPasswords
+
+// Limits is shared by every endpoint of one proxy.
+type Limits struct {
+	// MaxClients bounds the proxy's client connections.
+	MaxClients int64
+	clients    atomic.Int64
+}
+
+// Options configure an Endpoint.
+type Options struct {
+	Proxy    config.Proxy
+	Endpoint config.Endpoint
+	Router   *backend.Router
+	Limits   *Limits
+	// Server drives the client handshake (TLS, credentials).
+	Server *mysql.ServerConfig
+	// Version returns the server version announced to clients.
+	Version          func() string
+	HandshakeTimeout time.Duration
+	MaxPacket        int
+	Logger           hclog.Logger
+	Metrics          *metrics.Metrics
+	Buffers          *mysql.BufferPool
+	// IDs numbers client connections node-wide.
+	IDs *atomic.Uint64
+}
+
+// Endpoint accepts and serves the clients of one proxy endpoint.
+type Endpoint struct {
+	opts Options
+	log  hclog.Logger
+
+	wg sync.WaitGroup
+	mu struct {
+		sync.Mutex
+		ln       net.Listener
+		sessions map[*clientConn]struct{}
+		closed   bool
+	}
+}
+
+// NewEndpoint returns an endpoint; call Serve.
+func NewEndpoint(opts Options) *Endpoint {
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.HandshakeTimeout == 0 {
+		opts.HandshakeTimeout = config.DefaultHandshakeTimeout
+	}
+	if opts.MaxPacket == 0 {
+		opts.MaxPacket = config.DefaultMaxPacketSize
+	}
+	e := &Endpoint{opts: opts, log: opts.Logger.With("proxy", opts.Proxy.Name, "endpoint", opts.Endpoint.Name)}
+	e.mu.sessions = map[*clientConn]struct{}{}
+	return e
+}
+
+// Serve accepts connections on ln until Close.
+func (e *Endpoint) Serve(ln net.Listener) error {
+	e.mu.Lock()
+	if e.mu.closed {
+		e.mu.Unlock()
+		return net.ErrClosed
+	}
+	e.mu.ln = ln
+	e.mu.Unlock()
+	var delay time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+				e.log.Warn("accept failed; retrying", "error", err, "delay", delay)
+				time.Sleep(delay)
+				continue
+			}
+			e.log.Warn("accept failed; retrying", "error", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		delay = 0
+		e.wg.Add(1)
+		go e.handle(nc)
+	}
+}
+
+// Clients returns the number of open client connections.
+func (e *Endpoint) Clients() int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.mu.sessions)
+}
+
+// Close stops accepting and closes every client connection.
+func (e *Endpoint) Close() {
+	e.mu.Lock()
+	e.mu.closed = true
+	if e.mu.ln != nil {
+		e.mu.ln.Close()
+	}
+	for s := range e.mu.sessions {
+		s.c.NetConn().Close()
+	}
+	e.mu.Unlock()
+	e.wg.Wait()
+}
+
+// Drain stops accepting, lets clients finish until ctx ends, then closes
+// the rest.
+func (e *Endpoint) Drain(ctx context.Context) {
+	e.mu.Lock()
+	if e.mu.ln != nil {
+		e.mu.ln.Close()
+	}
+	e.mu.Unlock()
+	done := make(chan struct{})
+	go func() { e.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		e.Close()
+	}
+}
+
+func (e *Endpoint) handle(nc net.Conn) {
+	defer e.wg.Done()
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	lim := e.opts.Limits
+	if lim != nil && lim.clients.Add(1) > lim.MaxClients {
+		lim.clients.Add(-1)
+		c := mysql.NewConn(nc, e.opts.Buffers)
+		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = c.WritePacket(mysql.AppendErr(nil, mysql.NewSQLError(mysql.ERConCountError, "Too many connections")))
+		_ = c.Flush()
+		c.Close()
+		e.setupFailure("too_many_connections")
+		return
+	}
+	if lim != nil {
+		defer lim.clients.Add(-1)
+	}
+	s := newSession(e, nc)
+	e.mu.Lock()
+	if e.mu.closed {
+		e.mu.Unlock()
+		s.c.Close()
+		return
+	}
+	e.mu.sessions[s] = struct{}{}
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		delete(e.mu.sessions, s)
+		e.mu.Unlock()
+	}()
+	s.serve()
+}
+
+func (e *Endpoint) setupFailure(reason string) {
+	if e.opts.Metrics != nil {
+		e.opts.Metrics.ClientSetupFailures.WithLabelValues(e.opts.Proxy.Name, e.opts.Endpoint.Name, reason).Inc()
+	}
+}

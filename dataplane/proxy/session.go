@@ -1,0 +1,746 @@
+package proxy
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net"
+	"os"
+	"runtime/debug"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/dbproxy/dbproxy/dataplane/backend"
+	"github.com/dbproxy/dbproxy/dataplane/config"
+	"github.com/dbproxy/dbproxy/dataplane/mysql"
+	"github.com/dbproxy/dbproxy/dataplane/pool"
+	"github.com/dbproxy/dbproxy/dataplane/session"
+)
+
+// errClientGone ends a session without a log line at warning level.
+var errClientGone = errors.New("client connection closed")
+
+// clientStmt is a prepared statement as the client knows it; the node
+// prepares it lazily on whatever database connection it borrows.
+type clientStmt struct {
+	query      string
+	params     uint16
+	columns    uint16
+	paramTypes []byte
+	// cursor is true while a cursor opened by COM_STMT_EXECUTE is open on
+	// the held connection; longData while COM_STMT_SEND_LONG_DATA data is
+	// waiting there for the next execute.
+	cursor, longData bool
+}
+
+// clientConn is one client connection.
+type clientConn struct {
+	ep  *Endpoint
+	id  uint64
+	c   *mysql.Conn
+	log hclog.Logger
+
+	user      string
+	caps      uint32
+	tls       bool
+	collation byte
+	role      string
+
+	// Desired session state, restored on every borrowed connection.
+	stateReady   bool
+	vars         map[string]string
+	schema       string
+	multiStmt    bool
+	lastInsertID uint64
+	gen          uint64
+
+	// be is the database connection held between commands (transaction,
+	// pin, open cursor, pending long data); nil when none is held.
+	be   *backend.Conn
+	pins []session.Reason
+	inTx bool
+	// prev remembers the connection of the previous command so that
+	// FOUND_ROWS()/ROW_COUNT() can run where that command ran.
+	prev     *backend.Conn
+	prevUses uint64
+
+	stmts      map[uint32]*clientStmt
+	nextStmtID uint32
+	lastStmtID uint32
+
+	queries, errs prometheus.Counter
+	latency       prometheus.Observer
+}
+
+func newSession(e *Endpoint, nc net.Conn) *clientConn {
+	id := e.opts.IDs.Add(1)
+	c := mysql.NewConn(nc, e.opts.Buffers)
+	c.MaxPacket = e.opts.MaxPacket
+	s := &clientConn{ep: e, id: id, c: c, role: e.opts.Endpoint.TargetRole, stmts: map[uint32]*clientStmt{}}
+	s.log = e.log.With("conn", id, "remote", nc.RemoteAddr().String())
+	return s
+}
+
+// serve runs the connection until the client leaves or fails.
+func (s *clientConn) serve() {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("panic serving client; closing its connection", "panic", r, "stack", string(debug.Stack()))
+		}
+		s.close()
+	}()
+	e := s.ep
+	_ = s.c.NetConn().SetDeadline(time.Now().Add(e.opts.HandshakeTimeout))
+	res, err := mysql.ServerHandshake(s.c, uint32(s.id), e.opts.Server.WithVersion(e.opts.Version()))
+	if err != nil {
+		reason := "handshake"
+		switch {
+		case errors.Is(err, mysql.ErrAccessDenied):
+			reason = "auth"
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			reason = "timeout"
+		}
+		e.setupFailure(reason)
+		if reason != "handshake" || !isEOF(err) {
+			s.log.Debug("client login failed", "reason", reason, "error", err)
+		}
+		return
+	}
+	_ = s.c.NetConn().SetDeadline(time.Time{})
+	s.user, s.caps, s.tls, s.collation = res.User, res.Caps, res.TLS, res.Collation
+	s.schema = res.DB
+	s.multiStmt = res.Caps&mysql.ClientMultiStatements != 0
+	s.log = s.log.With("user", s.user)
+	tlsLabel := "false"
+	if s.tls {
+		tlsLabel = "true"
+	}
+	if m := e.opts.Metrics; m != nil {
+		pn, en := e.opts.Proxy.Name, e.opts.Endpoint.Name
+		m.ClientConnectionsTotal.WithLabelValues(pn, en, tlsLabel).Inc()
+		g := m.ClientConnections.WithLabelValues(pn, en, tlsLabel)
+		g.Inc()
+		defer g.Dec()
+		s.queries = m.Queries.WithLabelValues(pn, en)
+		s.errs = m.QueryErrors.WithLabelValues(pn, en)
+		s.latency = m.QueryDuration.WithLabelValues(pn, en)
+	}
+	if e.opts.Proxy.DebugLogging {
+		s.log.Debug("client logged in", "tls", s.tls, "db", s.schema)
+	}
+	s.c.ReleaseBuffers()
+	idle := e.opts.Proxy.IdleClientTimeout.D()
+	for {
+		if idle > 0 {
+			_ = s.c.NetConn().SetReadDeadline(time.Now().Add(idle))
+		}
+		s.c.Seq = 0
+		pkt, err := s.c.ReadPacket()
+		if err != nil {
+			s.readFailed(err)
+			return
+		}
+		if len(pkt) == 0 {
+			s.sendErr(mysql.NewSQLError(mysql.ERNetReadError, "Empty command packet"))
+			return
+		}
+		start := time.Now()
+		err = s.dispatch(pkt)
+		if s.latency != nil && pkt[0] != mysql.ComQuit {
+			s.latency.Observe(time.Since(start).Seconds())
+			s.queries.Inc()
+		}
+		if err != nil {
+			if !errors.Is(err, errClientGone) && !isEOF(err) {
+				s.log.Debug("closing client connection", "error", err)
+			}
+			return
+		}
+		s.c.ReleaseBuffers()
+	}
+}
+
+func isEOF(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed)
+}
+
+// readFailed reports why reading a command failed, when the client can
+// still hear it.
+func (s *clientConn) readFailed(err error) {
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		_ = s.c.NetConn().SetWriteDeadline(time.Now().Add(time.Second))
+		s.c.Seq = 0
+		s.sendErr(mysql.NewSQLError(mysql.ERClientInteractionTimeout,
+			"The client was disconnected by the server because of inactivity (idle_client_timeout %s)", s.ep.opts.Proxy.IdleClientTimeout.D()))
+	case errors.Is(err, mysql.ErrPacketTooLarge):
+		s.sendErr(mysql.NewSQLError(mysql.ERNetPacketTooLarge, "Got a packet bigger than 'max_allowed_packet' bytes"))
+	case errors.Is(err, mysql.ErrOutOfOrder):
+		s.sendErr(mysql.NewSQLError(mysql.ERNetPacketsOutOfOrder, "Got packets out of order"))
+	case isEOF(err):
+	default:
+		s.log.Debug("read from client failed", "error", err)
+	}
+}
+
+// close returns or closes the held database connection.
+func (s *clientConn) close() {
+	if s.be != nil {
+		if len(s.pins) > 0 || s.inTx || s.holdsServerState() {
+			s.be.Dirty = true
+		}
+		s.releaseBackend(true)
+	}
+	s.setPinnedGauge(false)
+	s.setTxGauge(false)
+	s.c.Close()
+}
+
+// holdsServerState reports open cursors or pending long data.
+func (s *clientConn) holdsServerState() bool {
+	for _, st := range s.stmts {
+		if st.cursor || st.longData {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *clientConn) sendErr(e *mysql.SQLError) error {
+	if err := s.c.WritePacket(mysql.AppendErr(nil, e)); err != nil {
+		return fmt.Errorf("%w: %v", errClientGone, err)
+	}
+	if err := s.c.Flush(); err != nil {
+		return fmt.Errorf("%w: %v", errClientGone, err)
+	}
+	return nil
+}
+
+func (s *clientConn) sendOK(ok mysql.OK) error {
+	if err := s.c.WritePacket(mysql.AppendOK(nil, mysql.OKPacket, ok, s.caps)); err != nil {
+		return fmt.Errorf("%w: %v", errClientGone, err)
+	}
+	if err := s.c.Flush(); err != nil {
+		return fmt.Errorf("%w: %v", errClientGone, err)
+	}
+	return nil
+}
+
+// status is the server status the client should see when the node answers
+// on its own.
+func (s *clientConn) status() uint16 {
+	st := uint16(0)
+	if s.vars == nil || s.vars["autocommit"] != "OFF" {
+		st |= mysql.StatusAutocommit
+	}
+	if s.inTx {
+		st |= mysql.StatusInTrans
+	}
+	return st
+}
+
+func (s *clientConn) dispatch(pkt []byte) error {
+	switch pkt[0] {
+	case mysql.ComQuit:
+		return errClientGone
+	case mysql.ComPing:
+		return s.sendOK(mysql.OK{Status: s.status()})
+	case mysql.ComQuery:
+		return s.query(pkt)
+	case mysql.ComInitDB:
+		return s.initDB(pkt)
+	case mysql.ComFieldList:
+		return s.forward(pkt, session.Class{}, relayColumns)
+	case mysql.ComStatistics:
+		return s.forward(pkt, session.Class{}, relayOnePacket)
+	case mysql.ComStmtPrepare:
+		return s.prepare(pkt)
+	case mysql.ComStmtExecute:
+		return s.execute(pkt)
+	case mysql.ComStmtSendLongData:
+		return s.sendLongData(pkt)
+	case mysql.ComStmtClose:
+		return s.closeStmt(pkt)
+	case mysql.ComStmtReset:
+		return s.resetStmt(pkt)
+	case mysql.ComStmtFetch:
+		return s.fetch(pkt)
+	case mysql.ComSetOption:
+		return s.setOption(pkt)
+	case mysql.ComResetConnection:
+		s.resetSession()
+		return s.sendOK(mysql.OK{Status: mysql.StatusAutocommit})
+	case mysql.ComChangeUser:
+		return s.changeUser(pkt)
+	default:
+		return s.sendErr(mysql.NewSQLError(mysql.ERUnknownComError, "Unknown command 0x%02x (not supported by dbproxy)", pkt[0]))
+	}
+}
+
+// initState builds the desired session state on first use: the target's
+// baseline plus the client's character set.
+func (s *clientConn) initState(t *backend.Target) {
+	s.vars = maps.Clone(t.Baseline())
+	if s.vars == nil {
+		s.vars = map[string]string{}
+	}
+	if cs, coll, ok := t.Collation(s.collation); ok {
+		s.vars["character_set_client"] = cs
+		s.vars["character_set_connection"] = cs
+		s.vars["character_set_results"] = cs
+		s.vars["collation_connection"] = coll
+	}
+	s.stateReady = true
+	s.gen++
+}
+
+// acquire returns the database connection for the next command: the held
+// one, or one borrowed and brought in line with the session's state.
+func (s *clientConn) acquire(cls session.Class) (*backend.Conn, *mysql.SQLError) {
+	if s.be != nil {
+		return s.be, nil
+	}
+	p := s.ep.opts.Proxy
+	timeout := p.Pool.ConnectionBorrowTimeout.D()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	var be *backend.Conn
+	if cls.UsesPrevious && s.prev != nil {
+		if s.prev.Target.Pool.TakeIdle(s.prev.Key, s.prev, func(c *backend.Conn) bool { return c.Uses == s.prevUses && c.LastClient == s.id }) {
+			be = s.prev
+		}
+	}
+	for attempt := 0; be == nil; attempt++ {
+		t, err := s.ep.opts.Router.Pick(ctx, s.role)
+		if err != nil {
+			what := "writer"
+			if s.role == config.TargetRoleReadOnly {
+				what = "reader or writer"
+			}
+			return nil, mysql.NewSQLError(mysql.ERNoTargetAvailable, "dbproxy: no healthy database %s available for proxy %s within %s", what, p.Name, timeout)
+		}
+		key := backend.Key{User: s.user, Flavor: s.caps & backend.FlavorCaps, NoSchema: s.schema == ""}
+		be, err = t.Get(ctx, key)
+		if err != nil {
+			if errors.Is(err, pool.ErrBorrowTimeout) {
+				return nil, mysql.NewSQLError(mysql.ERBorrowTimeout, "dbproxy: timed out after %s waiting for a database connection to %s (connection_borrow_timeout)", timeout, t.Name())
+			}
+			var se *mysql.SQLError
+			if errors.As(err, &se) {
+				return nil, mysql.NewSQLError(se.Num, "dbproxy: cannot connect to database target %s: %s", t.Name(), se.Message)
+			}
+			if attempt < 2 && ctx.Err() == nil {
+				continue
+			}
+			s.log.Warn("cannot connect to database target", "target", t.Name(), "error", err)
+			return nil, mysql.NewSQLError(mysql.ERLostConnectionToBackend, "dbproxy: cannot connect to database target %s", t.Name())
+		}
+	}
+	if !s.stateReady {
+		s.initState(be.Target)
+	}
+	if err := s.sync(be); err != nil {
+		var se *mysql.SQLError
+		if errors.As(err, &se) {
+			be.Dirty = true
+			be.Target.Put(be)
+			return nil, se
+		}
+		be.Broken = true
+		be.Target.Put(be)
+		s.log.Warn("restoring session state on a database connection failed", "error", err)
+		return nil, mysql.NewSQLError(mysql.ERLostConnectionToBackend, "dbproxy: lost the database connection while restoring session state")
+	}
+	s.be = be
+	return be, nil
+}
+
+// ignoredVars are tracked but not restored: they follow the schema, belong
+// to the node, or are consumed by the next statement.
+func ignoredVar(name string) bool {
+	switch name {
+	case "character_set_database", "collation_database", "last_insert_id", "insert_id",
+		"session_track_system_variables", "session_track_schema", "session_track_state_change",
+		"session_track_transaction_info", "pseudo_thread_id", "timestamp", "rand_seed1", "rand_seed2":
+		return true
+	}
+	return false
+}
+
+// charsetVars are set first, in this order, because setting one resets
+// the next.
+var charsetVarOrder = []string{"character_set_client", "character_set_results", "character_set_connection", "collation_connection"}
+
+// sync brings a borrowed connection in line with the session's state.
+func (s *clientConn) sync(be *backend.Conn) error {
+	if be.SyncedWith == s.id && be.SyncedGen == s.gen {
+		return nil
+	}
+	if s.schema != be.Schema && s.schema != "" {
+		if err := be.InitDB(s.schema); err != nil {
+			return err
+		}
+	}
+	var sets []string
+	add := func(name string) {
+		want, wok := s.vars[name]
+		have, hok := be.Vars[name]
+		if wok == hok && want == have {
+			return
+		}
+		if !wok {
+			sets = append(sets, "`"+name+"`=DEFAULT")
+			return
+		}
+		v := backend.FormatValue(want)
+		if want == "" && strings.HasPrefix(name, "character_set_") {
+			v = "NULL"
+		}
+		sets = append(sets, "`"+name+"`="+v)
+	}
+	for _, name := range charsetVarOrder {
+		add(name)
+	}
+	var names []string
+	for name := range s.vars {
+		names = append(names, name)
+	}
+	for name := range be.Vars {
+		if _, ok := s.vars[name]; !ok {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		if ignoredVar(name) || slices.Contains(charsetVarOrder, name) {
+			continue
+		}
+		add(name)
+	}
+	if s.lastInsertID != be.LastInsertID {
+		sets = append(sets, fmt.Sprintf("last_insert_id=%d", s.lastInsertID))
+	}
+	if len(sets) > 0 {
+		if _, err := be.Exec("SET SESSION " + strings.Join(sets, ", ")); err != nil {
+			return err
+		}
+		be.Vars = maps.Clone(s.vars)
+		be.LastInsertID = s.lastInsertID
+	}
+	if be.MultiStatements != s.multiStmt {
+		if err := be.SetMultiStatements(s.multiStmt); err != nil {
+			return err
+		}
+	}
+	be.SyncedWith, be.SyncedGen = s.id, s.gen
+	return nil
+}
+
+// mustHold reports whether the session keeps its database connection
+// after the current command.
+func (s *clientConn) mustHold() bool {
+	return len(s.pins) > 0 || s.inTx || s.holdsServerState()
+}
+
+// releaseBackend gives the held connection back to its pool.
+func (s *clientConn) releaseBackend(final bool) {
+	be := s.be
+	s.be = nil
+	be.Key.NoSchema = be.Schema == ""
+	be.LastClient = s.id
+	be.Uses++
+	if !final && !be.Dirty && !be.Broken {
+		s.prev, s.prevUses = be, be.Uses
+	} else {
+		s.prev = nil
+	}
+	be.Target.Put(be)
+}
+
+// afterCommand releases the connection at a transaction boundary.
+func (s *clientConn) afterCommand() {
+	if s.be == nil {
+		return
+	}
+	if s.be.Broken {
+		s.dropBackend()
+		return
+	}
+	if !s.mustHold() {
+		s.releaseBackend(false)
+	}
+}
+
+// dropBackend discards a broken held connection; state it carried is lost.
+func (s *clientConn) dropBackend() {
+	be := s.be
+	s.be = nil
+	s.prev = nil
+	if len(s.pins) > 0 {
+		s.log.Warn("pinned database connection lost; session state on it is gone", "reasons", s.pins)
+	}
+	s.pins = nil
+	s.inTx = false
+	for _, st := range s.stmts {
+		st.cursor, st.longData = false, false
+	}
+	s.setPinnedGauge(false)
+	s.setTxGauge(false)
+	be.Target.Put(be)
+}
+
+func (s *clientConn) pin(reasons ...session.Reason) {
+	if s.be == nil || len(reasons) == 0 {
+		return
+	}
+	wasPinned := len(s.pins) > 0
+	for _, r := range reasons {
+		if slices.Contains(s.pins, r) {
+			continue
+		}
+		s.pins = append(s.pins, r)
+		if m := s.ep.opts.Metrics; m != nil {
+			m.Pins.WithLabelValues(s.ep.opts.Proxy.Name, string(r)).Inc()
+		}
+		if s.ep.opts.Proxy.DebugLogging {
+			s.log.Debug("session pinned", "reason", r)
+		}
+	}
+	s.be.Dirty = true
+	if !wasPinned {
+		s.setPinnedGauge(true)
+	}
+}
+
+func (s *clientConn) setPinnedGauge(on bool) {
+	m := s.ep.opts.Metrics
+	if m == nil {
+		return
+	}
+	g := m.ClientsPinned.WithLabelValues(s.ep.opts.Proxy.Name)
+	if on {
+		g.Inc()
+	} else if len(s.pins) > 0 {
+		g.Dec()
+		s.pins = nil
+	}
+}
+
+func (s *clientConn) setTxGauge(on bool) {
+	m := s.ep.opts.Metrics
+	if m == nil || on == s.inTx {
+		return
+	}
+	g := m.ClientsInTransaction.WithLabelValues(s.ep.opts.Proxy.Name)
+	if on {
+		g.Inc()
+	} else {
+		g.Dec()
+	}
+	s.inTx = on
+}
+
+// applyOK records what a terminal OK packet says about the session.
+func (s *clientConn) applyOK(be *backend.Conn, ok mysql.OK, cls session.Class) {
+	sc := be.ApplyOK(ok)
+	for k, v := range sc.Vars {
+		if !ignoredVar(k) {
+			s.vars[k] = v
+			s.gen++
+		}
+		if k == "insert_id" && v != "" && v != "0" {
+			s.pin(session.PinNextTransaction)
+		}
+	}
+	if sc.Schema != nil {
+		s.schema = *sc.Schema
+		s.gen++
+	}
+	if ok.LastInsertID != 0 && ok.LastInsertID != s.lastInsertID {
+		s.lastInsertID = ok.LastInsertID
+		s.gen++
+	}
+	if sc.Unmovable && !(cls.IsSet && s.excludeSets()) {
+		s.pin(session.PinStateChange)
+	}
+	s.setTxGauge(ok.Status&mysql.StatusInTrans != 0)
+}
+
+func (s *clientConn) excludeSets() bool {
+	return s.ep.opts.Proxy.Pool.HasPinningFilter(config.PinningFilterExcludeVariableSets)
+}
+
+// forward sends a command to a database connection and relays the
+// response.
+func (s *clientConn) forward(pkt []byte, cls session.Class, mode relayMode) error {
+	be, serr := s.acquire(cls)
+	if serr != nil {
+		s.countErr()
+		return s.sendErr(serr)
+	}
+	if err := be.WriteCommand(pkt); err != nil {
+		be.Broken = true
+		held := s.mustHold()
+		s.dropBackend()
+		if !held {
+			// Nothing reached the server: try once more on a fresh connection.
+			if be, serr = s.acquire(cls); serr != nil {
+				s.countErr()
+				return s.sendErr(serr)
+			}
+			if err := be.WriteCommand(pkt); err != nil {
+				be.Broken = true
+				s.dropBackend()
+				return s.lostBackend(false)
+			}
+		} else {
+			return s.lostBackend(false)
+		}
+	}
+	return s.relay(be, cls, mode)
+}
+
+// relay relays a response and then applies the boundary rules.
+func (s *clientConn) relay(be *backend.Conn, cls session.Class, mode relayMode) error {
+	r := relayer{s: s, be: be, cls: cls}
+	err := r.run(mode)
+	if err != nil {
+		if errors.Is(err, errClientGone) {
+			be.Broken = true
+			s.dropBackend()
+			return err
+		}
+		be.Broken = true
+		s.dropBackend()
+		return s.lostBackend(r.wrote)
+	}
+	if r.failed {
+		s.countErr()
+	}
+	if be.Info.Caps&mysql.ClientSessionTrack == 0 || !be.Tracking {
+		if p := untrackedPins(cls, mode); len(p) > 0 {
+			s.pin(p...)
+		}
+	}
+	if len(cls.Pin) > 0 && !r.failed {
+		pins := cls.Pin
+		if s.excludeSets() && cls.IsSet {
+			pins = slices.DeleteFunc(slices.Clone(pins), func(r session.Reason) bool { return r == session.PinUserVariable })
+		}
+		s.pin(pins...)
+	}
+	s.afterCommand()
+	return nil
+}
+
+// untrackedPins is the conservative rule for servers without session
+// tracking: anything that may change session state pins.
+func untrackedPins(cls session.Class, mode relayMode) []session.Reason {
+	if cls.IsSet || mode == relayInitDB || cls.ChangesSchema {
+		return []session.Reason{session.PinNoSessionTracking}
+	}
+	return nil
+}
+
+// lostBackend tells the client its command failed because the database
+// connection broke; when part of a response already went out the client
+// connection cannot continue.
+func (s *clientConn) lostBackend(wrote bool) error {
+	s.countErr()
+	if wrote {
+		return fmt.Errorf("database connection lost mid-response")
+	}
+	return s.sendErr(mysql.NewSQLError(mysql.ERLostConnectionToBackend, "Lost connection to the database during query (dbproxy)"))
+}
+
+func (s *clientConn) countErr() {
+	if s.errs != nil {
+		s.errs.Inc()
+	}
+}
+
+func (s *clientConn) query(pkt []byte) error {
+	cls := session.Classify(string(pkt[1:]))
+	return s.forward(pkt, cls, relayQuery)
+}
+
+func (s *clientConn) initDB(pkt []byte) error {
+	return s.forward(pkt, session.Class{ChangesSchema: true}, relayInitDB)
+}
+
+func (s *clientConn) setOption(pkt []byte) error {
+	if len(pkt) < 3 {
+		return s.sendErr(mysql.NewSQLError(mysql.ERUnknownComError, "Malformed COM_SET_OPTION"))
+	}
+	switch binary.LittleEndian.Uint16(pkt[1:]) {
+	case mysql.OptionMultiStatementsOn:
+		s.multiStmt = true
+	case mysql.OptionMultiStatementsOff:
+		s.multiStmt = false
+	default:
+		return s.sendErr(mysql.NewSQLError(mysql.ERUnknownComError, "Unknown COM_SET_OPTION value"))
+	}
+	s.gen++
+	if s.be != nil {
+		if err := s.be.SetMultiStatements(s.multiStmt); err != nil {
+			var se *mysql.SQLError
+			if errors.As(err, &se) {
+				return s.sendErr(se)
+			}
+			s.be.Broken = true
+			s.dropBackend()
+			return s.lostBackend(false)
+		}
+	}
+	if s.caps&mysql.ClientDeprecateEOF != 0 {
+		return s.sendOK(mysql.OK{Status: s.status()})
+	}
+	if err := s.c.WritePacket(mysql.AppendEOF(nil, 0, s.status())); err != nil {
+		return fmt.Errorf("%w: %v", errClientGone, err)
+	}
+	return s.c.Flush()
+}
+
+// resetSession forgets all session state, as COM_RESET_CONNECTION does on a
+// server: the held connection is reset before anyone reuses it.
+func (s *clientConn) resetSession() {
+	if s.be != nil {
+		s.be.Dirty = true
+		s.releaseBackend(true)
+	}
+	s.setPinnedGauge(false)
+	s.setTxGauge(false)
+	s.pins = nil
+	s.stateReady = false
+	s.vars = nil
+	s.lastInsertID = 0
+	s.multiStmt = s.caps&mysql.ClientMultiStatements != 0
+	s.stmts = map[uint32]*clientStmt{}
+	s.prev = nil
+	s.gen++
+}
+
+func (s *clientConn) changeUser(pkt []byte) error {
+	e := s.ep
+	res, err := mysql.ChangeUser(s.c, pkt, s.caps, s.tls, e.opts.Server)
+	if err != nil {
+		// The server closes the connection after a failed change of user.
+		e.setupFailure("auth")
+		return fmt.Errorf("%w: change user: %v", errClientGone, err)
+	}
+	s.resetSession()
+	s.user = res.User
+	s.schema = res.DB
+	if res.Collation != 0 {
+		s.collation = res.Collation
+	}
+	s.log = s.ep.log.With("conn", s.id, "user", s.user)
+	return nil
+}

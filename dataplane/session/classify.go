@@ -1,0 +1,250 @@
+// Package session classifies client statements by the session state they
+// create, so that the node knows when a client must stay pinned to its
+// database connection, and names the reason for the pin metrics.
+package session
+
+import "strings"
+
+// Reason is why a client session is pinned to one database connection.
+type Reason string
+
+// Pin reasons.
+const (
+	PinUserVariable      Reason = "user_variable"
+	PinTemporaryTable    Reason = "temporary_table"
+	PinTableLock         Reason = "table_lock"
+	PinNamedLock         Reason = "named_lock"
+	PinFoundRows         Reason = "sql_calc_found_rows"
+	PinTextPrepare       Reason = "text_prepared_statement"
+	PinHandler           Reason = "handler"
+	PinXA                Reason = "xa_transaction"
+	PinNextTransaction   Reason = "next_transaction_characteristics"
+	PinSessionTracking   Reason = "session_tracking_changed"
+	PinLastInsertIDSet   Reason = "last_insert_id_argument"
+	PinStateChange       Reason = "other_session_state"
+	PinNoSessionTracking Reason = "no_session_tracking"
+	PinLocalInfile       Reason = "load_data_local"
+)
+
+// Class is what the node needs to know of one text statement.
+type Class struct {
+	// Pin lists the reasons the statement pins the session (nil: none).
+	Pin []Reason
+	// IsSet is true for SET statements (EXCLUDE_VARIABLE_SETS applies).
+	IsSet bool
+	// UsesPrevious is true when the statement reads what the previous
+	// statement left (FOUND_ROWS(), ROW_COUNT()).
+	UsesPrevious bool
+	// ChangesSchema is true for USE statements.
+	ChangesSchema bool
+}
+
+// Classify inspects a text statement (or several, separated by ';').
+func Classify(sql string) Class {
+	n := normalize(sql)
+	var c Class
+	add := func(r Reason) {
+		for _, x := range c.Pin {
+			if x == r {
+				return
+			}
+		}
+		c.Pin = append(c.Pin, r)
+	}
+	for _, st := range strings.Split(n, ";") {
+		st = strings.TrimSpace(st)
+		if st == "" {
+			continue
+		}
+		first, rest := firstWord(st)
+		switch first {
+		case "set":
+			c.IsSet = true
+			if hasUserVar(st) {
+				add(PinUserVariable)
+			}
+			r := strings.TrimSpace(rest)
+			if strings.HasPrefix(r, "transaction") {
+				add(PinNextTransaction)
+			}
+			if strings.Contains(st, "session_track_") {
+				add(PinSessionTracking)
+			}
+		case "use":
+			c.ChangesSchema = true
+		case "create":
+			if strings.Contains(st, " temporary ") && strings.Contains(st, " table") {
+				add(PinTemporaryTable)
+			}
+		case "lock":
+			add(PinTableLock)
+		case "flush":
+			if strings.Contains(st, "read lock") || strings.Contains(st, " for export") {
+				add(PinTableLock)
+			}
+		case "prepare":
+			add(PinTextPrepare)
+		case "handler":
+			add(PinHandler)
+		case "xa":
+			add(PinXA)
+		case "load":
+			if strings.Contains(st, " local ") {
+				add(PinLocalInfile)
+			}
+		}
+		if first != "set" && hasUserVarAssignment(st) {
+			add(PinUserVariable)
+		}
+		if strings.Contains(st, "get_lock(") {
+			add(PinNamedLock)
+		}
+		if strings.Contains(st, "sql_calc_found_rows") {
+			add(PinFoundRows)
+		}
+		if i := strings.Index(st, "last_insert_id("); i >= 0 && !strings.HasPrefix(strings.TrimSpace(st[i+len("last_insert_id("):]), ")") {
+			add(PinLastInsertIDSet)
+		}
+		if strings.Contains(st, "found_rows(") || strings.Contains(st, "row_count(") {
+			c.UsesPrevious = true
+		}
+	}
+	return c
+}
+
+func firstWord(s string) (string, string) {
+	i := strings.IndexAny(s, " \t\r\n(")
+	if i < 0 {
+		return s, ""
+	}
+	return s[:i], s[i:]
+}
+
+// hasUserVar reports a reference to @name (not @@name).
+func hasUserVar(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] != '@' {
+			continue
+		}
+		if i+1 < len(s) && s[i+1] == '@' {
+			i++
+			for i+1 < len(s) && isIdent(s[i+1]) || i+1 < len(s) && s[i+1] == '.' {
+				i++
+			}
+			continue
+		}
+		if i+1 < len(s) && (isIdent(s[i+1]) || s[i+1] == '?') {
+			return true
+		}
+	}
+	return false
+}
+
+// hasUserVarAssignment reports @name := ... or INTO @name.
+func hasUserVarAssignment(s string) bool {
+	if !hasUserVar(s) {
+		return false
+	}
+	if strings.Contains(s, ":=") {
+		return true
+	}
+	for i := strings.Index(s, "into"); i >= 0; {
+		j := i + 4
+		for j < len(s) && s[j] == ' ' {
+			j++
+		}
+		if j < len(s) && s[j] == '@' && (j+1 >= len(s) || s[j+1] != '@') {
+			return true
+		}
+		k := strings.Index(s[i+4:], "into")
+		if k < 0 {
+			break
+		}
+		i += 4 + k
+	}
+	return false
+}
+
+func isIdent(c byte) bool {
+	return c == '_' || c == '$' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c >= 0x80
+}
+
+// normalize lower-cases ASCII, drops comments (keeping the body of
+// executable /*! */ comments), replaces string literals and quoted
+// identifiers by a placeholder and folds white space.
+func normalize(s string) string {
+	var b strings.Builder
+	b.Grow(len(s))
+	space := false
+	emit := func(c byte) {
+		if c == ' ' || c == '\t' || c == '\n' || c == '\r' {
+			if !space {
+				b.WriteByte(' ')
+			}
+			space = true
+			return
+		}
+		space = false
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		b.WriteByte(c)
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '\'' || c == '"' || c == '`':
+			q := c
+			i++
+			for i < len(s) {
+				if s[i] == '\\' && q != '`' {
+					i += 2
+					continue
+				}
+				if s[i] == q {
+					if i+1 < len(s) && s[i+1] == q {
+						i += 2
+						continue
+					}
+					break
+				}
+				i++
+			}
+			if q == '`' {
+				emit('x')
+			} else {
+				emit('?')
+			}
+		case c == '#' || (c == '-' && i+2 < len(s) && s[i+1] == '-' && (s[i+2] == ' ' || s[i+2] == '\t')):
+			for i < len(s) && s[i] != '\n' {
+				i++
+			}
+			emit(' ')
+		case c == '/' && i+1 < len(s) && s[i+1] == '*':
+			if i+2 < len(s) && s[i+2] == '!' {
+				// Executable comment: skip the marker and version, keep the body.
+				i += 3
+				for i < len(s) && s[i] >= '0' && s[i] <= '9' {
+					i++
+				}
+				i--
+				emit(' ')
+				continue
+			}
+			end := strings.Index(s[i+2:], "*/")
+			if end < 0 {
+				i = len(s)
+			} else {
+				i += 2 + end + 1
+			}
+			emit(' ')
+		case c == '*' && i+1 < len(s) && s[i+1] == '/':
+			// End of an executable comment.
+			i++
+			emit(' ')
+		default:
+			emit(c)
+		}
+	}
+	return " " + strings.TrimSpace(b.String()) + " "
+}

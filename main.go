@@ -1,0 +1,122 @@
+// Command dbproxy is the whole of dbproxy in one binary: the Terraform
+// provider, the control plane, a data-plane node, a token generator and a
+// one-machine development setup.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/dbproxy/dbproxy/dataplane/config"
+	"github.com/dbproxy/dbproxy/dataplane/node"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+const usage = `usage: dbproxy <command> [flags]
+
+commands:
+  dataplane   run a data-plane node (--config FILE for a static configuration)
+  controlplane  run the control plane (not built yet)
+  token       print a connect token (not built yet)
+  dev         control plane, nodes and a database on one machine (not built yet)
+
+Started by Terraform (with TF_PLUGIN_MAGIC_COOKIE set), dbproxy serves the
+Terraform provider (not built yet).
+`
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if os.Getenv("TF_PLUGIN_MAGIC_COOKIE") != "" {
+		fmt.Fprintln(stderr, "dbproxy: the Terraform provider is not built yet")
+		return 2
+	}
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "dataplane":
+		return runDataplane(args[1:], stderr)
+	case "controlplane", "token", "dev":
+		fmt.Fprintf(stderr, "dbproxy %s: not built yet\n", args[0])
+		return 2
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "dbproxy: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+}
+
+func runDataplane(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("dataplane", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "static configuration file (JSON; see docs/dataplane-config.md)")
+	zone := fs.String("zone", "", "zone of this node (overrides node.zone in the file)")
+	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
+	logJSON := fs.Bool("log-json", false, "log in JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *cfgPath == "" {
+		fmt.Fprintln(stderr, "dbproxy dataplane: --config is required (the xDS client is not built yet)")
+		return 2
+	}
+	log := hclog.New(&hclog.LoggerOptions{Name: "dataplane", Level: hclog.LevelFromString(*logLevel), Output: stderr, JSONFormat: *logJSON})
+	cfg, err := config.Load(*cfgPath)
+	if err != nil {
+		log.Error("cannot load configuration", "path", *cfgPath, "error", err)
+		return 1
+	}
+	if *zone != "" {
+		cfg.Node.Zone = *zone
+	}
+	n, err := node.New(node.Options{Logger: log})
+	if err != nil {
+		log.Error("cannot start node", "error", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := n.Apply(ctx, cfg); err != nil {
+		log.Error("cannot apply configuration", "error", err)
+		return 1
+	}
+	reload := make(chan os.Signal, 1)
+	signal.Notify(reload, syscall.SIGHUP)
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("shutting down; draining clients for up to 30s")
+			dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			n.Close(dctx)
+			cancel()
+			return 0
+		case <-reload:
+			next, err := config.Load(*cfgPath)
+			if err == nil {
+				if *zone != "" {
+					next.Node.Zone = *zone
+				}
+				err = n.Apply(ctx, next)
+			}
+			if err != nil && !errors.Is(err, context.Canceled) {
+				log.Error("reload failed; keeping the running configuration", "error", err)
+				continue
+			}
+			log.Info("configuration reloaded")
+		}
+	}
+}
