@@ -316,3 +316,33 @@ func (c *Conn) ReadPayload(n int) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// bufferedConn is a net.Conn whose first reads return bytes that were read
+// ahead into a buffer.
+type bufferedConn struct {
+	net.Conn
+	pending []byte
+}
+
+func (b *bufferedConn) Read(p []byte) (int, error) {
+	if len(b.pending) > 0 {
+		n := copy(p, b.pending)
+		b.pending = b.pending[n:]
+		return n, nil
+	}
+	return b.Conn.Read(p)
+}
+
+// DetachNetConn returns the underlying connection with any read-ahead bytes
+// still to be read from it, and drops the buffers; used before a TLS
+// upgrade, when the peer may already have sent its TLS hello.
+func (c *Conn) DetachNetConn() net.Conn {
+	nc := c.nc
+	if c.br != nil && c.br.Buffered() > 0 {
+		b, _ := c.br.Peek(c.br.Buffered())
+		nc = &bufferedConn{Conn: c.nc, pending: append([]byte(nil), b...)}
+		_, _ = c.br.Discard(len(b))
+	}
+	c.ReleaseBuffers()
+	return nc
+}

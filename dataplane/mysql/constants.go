@@ -142,6 +142,7 @@ const (
 // Error codes used by the proxy itself.
 const (
 	ERConCountError            uint16 = 1040
+	ERIncorrectGlobalLocalVar  uint16 = 1238
 	ERHandshakeError           uint16 = 1043
 	ERAccessDenied             uint16 = 1045
 	ERNoDB                     uint16 = 1046

@@ -112,7 +112,7 @@ func ServerHandshake(c *Conn, connID uint32, cfg *ServerConfig) (*HandshakeResul
 			if cfg.TLS == nil {
 				return nil, failHandshake(c, NewSQLError(ERHandshakeError, "TLS is not offered by this endpoint"))
 			}
-			tc := tls.Server(c.NetConn(), cfg.TLS)
+			tc := tls.Server(c.DetachNetConn(), cfg.TLS)
 			if err := tc.Handshake(); err != nil {
 				return nil, fmt.Errorf("TLS handshake: %w", err)
 			}

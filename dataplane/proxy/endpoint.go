@@ -64,7 +64,10 @@ type Endpoint struct {
 	log  hclog.Logger
 
 	wg sync.WaitGroup
-	mu struct {
+	// readOnly holds variables the server refused to set (read-only ones
+	// that session tracking still reports); they are not restored.
+	readOnly sync.Map
+	mu       struct {
 		sync.Mutex
 		ln       net.Listener
 		sessions map[*clientConn]struct{}
@@ -199,4 +202,14 @@ func (e *Endpoint) setupFailure(reason string) {
 	if e.opts.Metrics != nil {
 		e.opts.Metrics.ClientSetupFailures.WithLabelValues(e.opts.Proxy.Name, e.opts.Endpoint.Name, reason).Inc()
 	}
+}
+
+func (e *Endpoint) readOnlyVar(name string) bool {
+	_, ok := e.readOnly.Load(name)
+	return ok
+}
+
+func (e *Endpoint) addReadOnlyVar(name string) {
+	e.log.Debug("not restoring read-only session variable", "name", name)
+	e.readOnly.Store(name, true)
 }

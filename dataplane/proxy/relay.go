@@ -40,6 +40,8 @@ type relayer struct {
 	failed bool
 	// status is the status of the last terminal packet.
 	status uint16
+	// staleStmt is a backend statement to close after a prepare response.
+	staleStmt uint32
 }
 
 func (r *relayer) clientErr(err error) error {

@@ -366,7 +366,7 @@ func (s *clientConn) acquire(cls session.Class) (*backend.Conn, *mysql.SQLError)
 // to the node, or are consumed by the next statement.
 func ignoredVar(name string) bool {
 	switch name {
-	case "character_set_database", "collation_database", "last_insert_id", "insert_id",
+	case "character_set_database", "collation_database", "last_insert_id", "insert_id", "last_gtid",
 		"session_track_system_variables", "session_track_schema", "session_track_state_change",
 		"session_track_transaction_info", "pseudo_thread_id", "timestamp", "rand_seed1", "rand_seed2":
 		return true
@@ -419,7 +419,7 @@ func (s *clientConn) sync(be *backend.Conn) error {
 	}
 	slices.Sort(names)
 	for _, name := range names {
-		if ignoredVar(name) || slices.Contains(charsetVarOrder, name) {
+		if ignoredVar(name) || s.ep.readOnlyVar(name) || slices.Contains(charsetVarOrder, name) {
 			continue
 		}
 		add(name)
@@ -429,6 +429,16 @@ func (s *clientConn) sync(be *backend.Conn) error {
 	}
 	if len(sets) > 0 {
 		if _, err := be.Exec("SET SESSION " + strings.Join(sets, ", ")); err != nil {
+			var se *mysql.SQLError
+			if errors.As(err, &se) && se.Num == mysql.ERIncorrectGlobalLocalVar {
+				// A read-only variable reported by session tracking: stop
+				// restoring it and try again.
+				if name := quotedName(se.Message); name != "" && !s.ep.readOnlyVar(name) {
+					s.ep.addReadOnlyVar(name)
+					be.SyncedWith = 0
+					return s.sync(be)
+				}
+			}
 			return err
 		}
 		be.Vars = maps.Clone(s.vars)
@@ -612,6 +622,7 @@ func (s *clientConn) relay(be *backend.Conn, cls session.Class, mode relayMode) 
 	r := relayer{s: s, be: be, cls: cls}
 	err := r.run(mode)
 	if err != nil {
+		s.log.Debug("relaying a response failed", "error", err)
 		if errors.Is(err, errClientGone) {
 			be.Broken = true
 			s.dropBackend()
@@ -743,4 +754,17 @@ func (s *clientConn) changeUser(pkt []byte) error {
 	}
 	s.log = s.ep.log.With("conn", s.id, "user", s.user)
 	return nil
+}
+
+// quotedName returns the first 'quoted' word of a server message.
+func quotedName(msg string) string {
+	i := strings.IndexByte(msg, '\'')
+	if i < 0 {
+		return ""
+	}
+	j := strings.IndexByte(msg[i+1:], '\'')
+	if j < 0 {
+		return ""
+	}
+	return msg[i+1 : i+1+j]
 }

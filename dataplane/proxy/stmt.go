@@ -52,6 +52,9 @@ func (s *clientConn) prepare(pkt []byte) error {
 		}
 		return s.lostBackend(r.wrote)
 	}
+	if r.staleStmt != 0 {
+		be.CloseStmt(r.staleStmt)
+	}
 	if err := r.flush(); err != nil {
 		return err
 	}
@@ -75,7 +78,8 @@ func (s *clientConn) relayPrepare(r *relayer, query string) error {
 		return err
 	}
 	if old, ok := be.Stmts[query]; ok && old.ID != pok.StmtID {
-		be.CloseStmt(old.ID)
+		// Closed once the response is read: the command has no reply.
+		r.staleStmt = old.ID
 	}
 	be.Stmts[query] = &backend.Stmt{ID: pok.StmtID, Params: pok.Params, Columns: pok.Columns}
 	s.nextStmtID++

@@ -2,6 +2,7 @@ package mysqltest
 
 import (
 	"context"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -67,7 +68,7 @@ func TestLogger(t testing.TB) hclog.Logger {
 	return hclog.New(&hclog.LoggerOptions{
 		Name:        "mysqltest",
 		Output:      w,
-		Level:       hclog.Info,
+		Level:       hclog.LevelFromString(os.Getenv("DBPROXY_TEST_LOG")),
 		DisableTime: true,
 	})
 }
