@@ -38,6 +38,8 @@ type clientStmt struct {
 	// the held connection; longData while COM_STMT_SEND_LONG_DATA data is
 	// waiting there for the next execute.
 	cursor, longData bool
+	// cls is the classification of the query, applied on each execute.
+	cls session.Class
 }
 
 // clientConn is one client connection.
@@ -640,15 +642,21 @@ func (s *clientConn) relay(be *backend.Conn, cls session.Class, mode relayMode) 
 			s.pin(p...)
 		}
 	}
-	if len(cls.Pin) > 0 && !r.failed {
-		pins := cls.Pin
-		if s.excludeSets() && cls.IsSet {
-			pins = slices.DeleteFunc(slices.Clone(pins), func(r session.Reason) bool { return r == session.PinUserVariable })
-		}
-		s.pin(pins...)
-	}
+	s.pinFor(cls, r.failed)
 	s.afterCommand()
 	return nil
+}
+
+// pinFor pins the session for the state a successful statement created.
+func (s *clientConn) pinFor(cls session.Class, failed bool) {
+	if len(cls.Pin) == 0 || failed {
+		return
+	}
+	pins := cls.Pin
+	if s.excludeSets() && cls.IsSet {
+		pins = slices.DeleteFunc(slices.Clone(pins), func(r session.Reason) bool { return r == session.PinUserVariable })
+	}
+	s.pin(pins...)
 }
 
 // untrackedPins is the conservative rule for servers without session

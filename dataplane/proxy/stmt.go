@@ -84,7 +84,7 @@ func (s *clientConn) relayPrepare(r *relayer, query string) error {
 	be.Stmts[query] = &backend.Stmt{ID: pok.StmtID, Params: pok.Params, Columns: pok.Columns}
 	s.nextStmtID++
 	id := s.nextStmtID
-	s.stmts[id] = &clientStmt{query: query, params: pok.Params, columns: pok.Columns}
+	s.stmts[id] = &clientStmt{query: query, params: pok.Params, columns: pok.Columns, cls: session.Classify(query)}
 	s.lastStmtID = id
 	out := pok
 	out.StmtID = id
@@ -145,7 +145,7 @@ func (s *clientConn) execute(pkt []byte) error {
 		return s.lostBackend(false)
 	}
 	st.longData = false
-	r := relayer{s: s, be: be}
+	r := relayer{s: s, be: be, cls: st.cls}
 	if err := r.run(relayExecute); err != nil {
 		be.Broken = true
 		s.dropBackend()
@@ -159,6 +159,7 @@ func (s *clientConn) execute(pkt []byte) error {
 	}
 	st.cursor = cursor && r.status&mysql.StatusCursorExists != 0
 	s.stmts[id] = st
+	s.pinFor(st.cls, r.failed)
 	s.afterCommand()
 	return nil
 }
