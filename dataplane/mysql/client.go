@@ -296,3 +296,23 @@ func clientAuthLoop(c *Conn, cfg DialConfig, plugin string, scramble []byte, isT
 	}
 	return fmt.Errorf("authentication did not finish")
 }
+
+// ClientChangeUser sends COM_CHANGE_USER on a logged-in connection and follows
+// the authentication exchange. On success the server has reset the session.
+func ClientChangeUser(c *Conn, caps uint32, cfg DialConfig) error {
+	b := []byte{ComChangeUser}
+	b = append(b, cfg.User...)
+	b = append(b, 0)
+	b = append(b, 0) // empty auth response: the server switches methods with a fresh scramble
+	b = append(b, cfg.DB...)
+	b = append(b, 0)
+	b = append(b, cfg.Collation, 0)
+	if caps&ClientPluginAuth != 0 {
+		b = append(b, AuthNativePassword...)
+		b = append(b, 0)
+	}
+	if err := c.WriteCommand(b); err != nil {
+		return err
+	}
+	return clientAuthLoop(c, cfg, AuthNativePassword, nil, false)
+}

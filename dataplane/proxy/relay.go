@@ -42,6 +42,11 @@ type relayer struct {
 	status uint16
 	// staleStmt is a backend statement to close after a prepare response.
 	staleStmt uint32
+	// resultSet, rows and affected describe the last result: whether it
+	// was a result set, its row count, or the affected rows of its OK.
+	resultSet bool
+	rows      int64
+	affected  uint64
 }
 
 func (r *relayer) clientErr(err error) error {
@@ -67,10 +72,10 @@ func (r *relayer) flush() error {
 func (r *relayer) run(mode relayMode) error {
 	var err error
 	switch mode {
-	case relayColumns:
-		err = r.rows(true, false)
-	case relayFetch:
-		err = r.rows(false, false)
+	case relayColumns, relayFetch:
+		// Column definitions (COM_FIELD_LIST) or rows (COM_STMT_FETCH) up
+		// to a terminal.
+		_, err = r.rowsLoop(false)
 	case relayOnePacket:
 		var p []byte
 		if p, err = r.be.ReadPacket(); err == nil {
@@ -109,6 +114,7 @@ func (r *relayer) results(mode relayMode) error {
 		}
 		switch p[0] {
 		case mysql.OKPacket:
+			r.resultSet = false
 			more, err := r.terminal(p, false)
 			if err != nil || !more {
 				return err
@@ -131,6 +137,7 @@ func (r *relayer) results(mode relayMode) error {
 		if err != nil {
 			return fmt.Errorf("column count: %w", err)
 		}
+		r.resultSet, r.rows = true, 0
 		if err := r.writeLogical(p); err != nil {
 			return err
 		}
@@ -182,12 +189,6 @@ func (r *relayer) rowsAfterColumns(execute bool) (bool, error) {
 	return r.rowsLoop(true)
 }
 
-// rows relays packets up to a terminal: for COM_FIELD_LIST (columns) and
-// COM_STMT_FETCH (rows).
-func (r *relayer) rows(columns, _ bool) error {
-	_, err := r.rowsLoop(false)
-	return err
-}
 
 // rowsLoop relays row packets until the terminal OK/EOF or an ERR.
 // pendingEOF asks for a classic EOF before the first row.
@@ -255,6 +256,7 @@ func (r *relayer) rowsLoop(pendingEOF bool) (bool, error) {
 			}
 		}
 		cont = n == mysql.MaxPayloadLen
+		r.rows++
 		if err := r.copyPayload(n); err != nil {
 			return false, err
 		}
@@ -270,6 +272,9 @@ func (r *relayer) terminal(p []byte, eof bool) (bool, error) {
 		return false, err
 	}
 	r.status = ok.Status
+	if !eof {
+		r.affected = ok.AffectedRows
+	}
 	r.s.applyOK(r.be, ok, r.cls)
 	caps := r.s.caps
 	switch {

@@ -70,8 +70,12 @@ type clientConn struct {
 	inTx bool
 	// prev remembers the connection of the previous command so that
 	// FOUND_ROWS()/ROW_COUNT() can run where that command ran.
-	prev     *backend.Conn
-	prevUses uint64
+	prev      *backend.Conn
+	prevKey   backend.Key
+	prevUses  uint64
+	reclaimed bool
+	rowCount  int64
+	foundRows int64
 
 	stmts      map[uint32]*clientStmt
 	nextStmtID uint32
@@ -314,9 +318,16 @@ func (s *clientConn) acquire(cls session.Class) (*backend.Conn, *mysql.SQLError)
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var be *backend.Conn
+	s.reclaimed = false
 	if cls.UsesPrevious && s.prev != nil {
-		if s.prev.Target.Pool.TakeIdle(s.prev.Key, s.prev, func(c *backend.Conn) bool { return c.Uses == s.prevUses && c.LastClient == s.id }) {
-			be = s.prev
+		// Fields of prev are read only under the pool's lock, while it is idle.
+		prev, uses, id := s.prev, s.prevUses, s.id
+		if prev.Target.Pool.TakeIdle(s.prevKey, prev, func(c *backend.Conn) bool { return c.Uses == uses && c.LastClient == id }) {
+			be = prev
+			s.reclaimed = true
+			// It is in the state this session left it in.
+			s.be = be
+			return be, nil
 		}
 	}
 	for attempt := 0; be == nil; attempt++ {
@@ -469,7 +480,7 @@ func (s *clientConn) releaseBackend(final bool) {
 	be.LastClient = s.id
 	be.Uses++
 	if !final && !be.Dirty && !be.Broken {
-		s.prev, s.prevUses = be, be.Uses
+		s.prev, s.prevKey, s.prevUses = be, be.Key, be.Uses
 	} else {
 		s.prev = nil
 	}
@@ -597,6 +608,11 @@ func (s *clientConn) forward(pkt []byte, cls session.Class, mode relayMode) erro
 		s.countErr()
 		return s.sendErr(serr)
 	}
+	if cls.UsesPrevious && !s.reclaimed && len(s.pins) == 0 && !s.inTx && pkt[0] == mysql.ComQuery {
+		// The connection of the previous statement is gone: substitute the
+		// values this session saw for FOUND_ROWS() and ROW_COUNT().
+		pkt = append([]byte{mysql.ComQuery}, session.SubstitutePrevious(string(pkt[1:]), s.foundRows, s.rowCount)...)
+	}
 	if err := be.WriteCommand(pkt); err != nil {
 		be.Broken = true
 		held := s.mustHold()
@@ -637,6 +653,7 @@ func (s *clientConn) relay(be *backend.Conn, cls session.Class, mode relayMode) 
 	if r.failed {
 		s.countErr()
 	}
+	s.recordCounts(&r)
 	if be.Info.Caps&mysql.ClientSessionTrack == 0 || !be.Tracking {
 		if p := untrackedPins(cls, mode); len(p) > 0 {
 			s.pin(p...)
@@ -775,4 +792,18 @@ func quotedName(msg string) string {
 		return ""
 	}
 	return msg[i+1 : i+1+j]
+}
+
+// recordCounts remembers what FOUND_ROWS() and ROW_COUNT() would return
+// after the statement just relayed.
+func (s *clientConn) recordCounts(r *relayer) {
+	switch {
+	case r.failed:
+		s.rowCount = -1
+	case r.resultSet:
+		s.rowCount = -1
+		s.foundRows = r.rows
+	default:
+		s.rowCount = int64(r.affected)
+	}
 }

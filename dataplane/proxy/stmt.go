@@ -157,6 +157,7 @@ func (s *clientConn) execute(pkt []byte) error {
 	if r.failed {
 		s.countErr()
 	}
+	s.recordCounts(&r)
 	st.cursor = cursor && r.status&mysql.StatusCursorExists != 0
 	s.stmts[id] = st
 	s.pinFor(st.cls, r.failed)

@@ -3,7 +3,10 @@
 // database connection, and names the reason for the pin metrics.
 package session
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+)
 
 // Reason is why a client session is pinned to one database connection.
 type Reason string
@@ -247,4 +250,63 @@ func normalize(s string) string {
 		}
 	}
 	return " " + strings.TrimSpace(b.String()) + " "
+}
+
+// SubstitutePrevious replaces FOUND_ROWS() and ROW_COUNT() outside string
+// literals, quoted identifiers and comments by the given values, so that a
+// statement that reads them can run on a connection other than the one the
+// previous statement ran on.
+func SubstitutePrevious(sql string, foundRows, rowCount int64) string {
+	var b strings.Builder
+	b.Grow(len(sql))
+	for i := 0; i < len(sql); {
+		c := sql[i]
+		switch {
+		case c == '\'' || c == '"' || c == '`':
+			j := i + 1
+			for j < len(sql) {
+				if sql[j] == '\\' && c != '`' {
+					j += 2
+					continue
+				}
+				if sql[j] == c {
+					if j+1 < len(sql) && sql[j+1] == c {
+						j += 2
+						continue
+					}
+					break
+				}
+				j++
+			}
+			j = min(j+1, len(sql))
+			b.WriteString(sql[i:j])
+			i = j
+			continue
+		case c == '/' && i+1 < len(sql) && sql[i+1] == '*' && (i+2 >= len(sql) || sql[i+2] != '!'):
+			end := strings.Index(sql[i+2:], "*/")
+			j := len(sql)
+			if end >= 0 {
+				j = i + 2 + end + 2
+			}
+			b.WriteString(sql[i:j])
+			i = j
+			continue
+		}
+		if (i == 0 || !isIdent(sql[i-1])) && len(sql)-i >= 10 {
+			rest := strings.ToLower(sql[i:min(len(sql), i+12)])
+			if strings.HasPrefix(rest, "found_rows()") {
+				b.WriteString(fmt.Sprint(foundRows))
+				i += 12
+				continue
+			}
+			if strings.HasPrefix(rest, "row_count()") {
+				b.WriteString(fmt.Sprint(rowCount))
+				i += 11
+				continue
+			}
+		}
+		b.WriteByte(c)
+		i++
+	}
+	return b.String()
 }

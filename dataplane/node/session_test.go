@@ -1,0 +1,156 @@
+package node_test
+
+import (
+	"context"
+	"database/sql"
+	"testing"
+
+	"github.com/dbproxy/dbproxy/dataplane/backend"
+	"github.com/dbproxy/dbproxy/dataplane/config"
+	"github.com/dbproxy/dbproxy/dataplane/mysql"
+	"github.com/dbproxy/dbproxy/internal/mysqltest"
+	"github.com/dbproxy/dbproxy/internal/nodetest"
+)
+
+// rawClient logs in to addr with the node's own protocol code, for
+// commands database/sql cannot send.
+func rawClient(t *testing.T, addr, db string) *backend.Conn {
+	t.Helper()
+	mc, info, err := mysql.Dial(t.Context(), addr, mysql.DialConfig{
+		User: nodetest.User, Password: nodetest.Password, DB: db,
+		Caps: backend.BaseCaps, Collation: backend.DefaultCollation,
+	}, mysql.NewBufferPool(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { mc.Close() })
+	return &backend.Conn{Conn: mc, Info: info, Vars: map[string]string{}, Stmts: map[string]*backend.Stmt{}}
+}
+
+func rawValue(t *testing.T, c *backend.Conn, q string) string {
+	t.Helper()
+	rows, err := c.Query(q)
+	if err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+	if len(rows) != 1 || len(rows[0]) != 1 {
+		t.Fatalf("%s: %d rows", q, len(rows))
+	}
+	if rows[0][0] == nil {
+		return "NULL"
+	}
+	return *rows[0][0]
+}
+
+func rawExec(t *testing.T, c *backend.Conn, q string) {
+	t.Helper()
+	if _, err := c.Exec(q); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+func TestResetConnectionAndChangeUser(t *testing.T) {
+	env := nodetest.StartSimple(t)
+	c := rawClient(t, env.Addr, nodetest.Database)
+	rawExec(t, c, "SET @v = 7")
+	rawExec(t, c, "SET time_zone = '+03:00'")
+	rawExec(t, c, "CREATE TEMPORARY TABLE tmp_reset (a INT)")
+	if err := c.ResetConnection(); err != nil {
+		t.Fatal(err)
+	}
+	if got := rawValue(t, c, "SELECT @v"); got != "NULL" {
+		t.Errorf("@v after COM_RESET_CONNECTION = %s", got)
+	}
+	if got := rawValue(t, c, "SELECT @@time_zone"); got != "SYSTEM" {
+		t.Errorf("time_zone after COM_RESET_CONNECTION = %s", got)
+	}
+	if _, err := c.Query("SELECT * FROM tmp_reset"); err == nil {
+		t.Error("temporary table survived COM_RESET_CONNECTION")
+	}
+	rawExec(t, c, "SET @v = 8")
+	err := mysql.ClientChangeUser(c.Conn, c.Info.Caps, mysql.DialConfig{User: nodetest.User, Password: nodetest.Password, Collation: backend.DefaultCollation})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := rawValue(t, c, "SELECT @v"); got != "NULL" {
+		t.Errorf("@v after COM_CHANGE_USER = %s", got)
+	}
+	if got := rawValue(t, c, "SELECT DATABASE()"); got != "NULL" {
+		t.Errorf("DATABASE() after COM_CHANGE_USER without a database = %s", got)
+	}
+	err = mysql.ClientChangeUser(c.Conn, c.Info.Caps, mysql.DialConfig{User: nodetest.User, Password: "wrong", Collation: backend.DefaultCollation})
+	if se, ok := err.(*mysql.SQLError); !ok || se.Num != 1045 {
+		t.Errorf("change user with a wrong password: %v", err)
+	}
+}
+
+// TestNoSchemaClient checks that a client without a database never runs on
+// a connection that has one selected.
+func TestNoSchemaClient(t *testing.T) {
+	env := nodetest.StartSimple(t)
+	withDB := env.Open(t, "")
+	mustExec(t, withDB, "CREATE TABLE IF NOT EXISTS noschema (a INT)")
+	c := rawClient(t, env.Addr, "")
+	for range 5 {
+		queryString(t, withDB, "SELECT COUNT(*) FROM noschema")
+		if got := rawValue(t, c, "SELECT DATABASE()"); got != "NULL" {
+			t.Fatalf("DATABASE() = %s for a client that selected none", got)
+		}
+		if _, err := c.Query("SELECT * FROM noschema"); err == nil {
+			t.Fatal("unqualified table resolved for a client without a database")
+		} else if se, ok := err.(*mysql.SQLError); !ok || se.Num != 1046 {
+			t.Fatalf("want error 1046 No database selected, got %v", err)
+		}
+	}
+	rawExec(t, c, "USE "+nodetest.Database)
+	if got := rawValue(t, c, "SELECT DATABASE()"); got != nodetest.Database {
+		t.Fatalf("DATABASE() after USE = %s", got)
+	}
+}
+
+// TestPreviousStatementFunctions checks FOUND_ROWS(), ROW_COUNT() and
+// LAST_INSERT_ID() against a direct connection while other clients keep
+// the pool busy.
+func TestPreviousStatementFunctions(t *testing.T) {
+	s := mysqltest.StartT(t, mysqltest.Options{})
+	nodetest.PrepareServer(t, s)
+	cfg := nodetest.Config(s)
+	cfg.Proxies[0].Pool.MaxConnectionsPercent = 2
+	env := nodetest.Start(t, cfg, s)
+	db := env.Open(t, "interpolateParams=true")
+	mustExec(t, db, "CREATE TABLE prev (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
+	mustExec(t, db, "INSERT INTO prev (v) VALUES (1),(2),(3),(4),(5)")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	noise := env.Open(t, "")
+	for range 4 {
+		go func() {
+			for ctx.Err() == nil {
+				noise.ExecContext(ctx, "SELECT 1 FROM prev LIMIT 2")
+			}
+		}()
+	}
+	conn, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	for range 20 {
+		mustExec(t, conn, "UPDATE prev SET v = v + 1 WHERE id <= 2")
+		if got := queryString(t, conn, "SELECT ROW_COUNT()"); got != "2" {
+			t.Fatalf("ROW_COUNT() = %s, want 2", got)
+		}
+		rows, err := conn.QueryContext(t.Context(), "SELECT id FROM prev WHERE id > 1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for rows.Next() {
+		}
+		rows.Close()
+		if got := queryString(t, conn, "SELECT FOUND_ROWS()"); got != "4" {
+			t.Fatalf("FOUND_ROWS() = %s, want 4", got)
+		}
+	}
+	_ = sql.ErrNoRows
+	_ = config.RoleAuto
+}
