@@ -44,6 +44,13 @@ func (r *Router) Notify() {
 // Targets returns the router's targets.
 func (r *Router) Targets() []*Target { return r.targets }
 
+// TryPick returns a target for role without waiting.
+func (r *Router) TryPick(role string) *Target {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.pickLocked(role)
+}
+
 // Pick returns a target for role, waiting until one is healthy or ctx ends.
 func (r *Router) Pick(ctx context.Context, role string) (*Target, error) {
 	for {

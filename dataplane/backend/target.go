@@ -368,6 +368,11 @@ func (t *Target) initSession(c *Conn) error {
 	return nil
 }
 
+// TryGet borrows an idle connection without waiting.
+func (t *Target) TryGet(key Key) (*Conn, bool) {
+	return t.Pool.TryGet(context.Background(), key)
+}
+
 // Get borrows a connection, recording borrow metrics.
 func (t *Target) Get(ctx context.Context, key Key) (*Conn, error) {
 	start := time.Now()

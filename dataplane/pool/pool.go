@@ -429,3 +429,24 @@ func (p *Pool[K, C]) TakeIdle(key K, c C, ok func(C) bool) bool {
 	}
 	return false
 }
+
+// TryGet borrows an idle connection of key without waiting or dialing.
+func (p *Pool[K, C]) TryGet(ctx context.Context, key K) (C, bool) {
+	for {
+		p.mu.Lock()
+		list := p.mu.idle[key]
+		if p.mu.closed || len(list) == 0 {
+			p.mu.Unlock()
+			var zero C
+			return zero, false
+		}
+		e := list[len(list)-1]
+		p.mu.idle[key] = list[:len(list)-1]
+		p.mu.idleCount--
+		p.mu.borrowed++
+		p.mu.Unlock()
+		if c, ok := p.checkIdle(ctx, e); ok {
+			return c, true
+		}
+	}
+}

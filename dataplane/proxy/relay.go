@@ -189,7 +189,6 @@ func (r *relayer) rowsAfterColumns(execute bool) (bool, error) {
 	return r.rowsLoop(true)
 }
 
-
 // rowsLoop relays row packets until the terminal OK/EOF or an ERR.
 // pendingEOF asks for a classic EOF before the first row.
 func (r *relayer) rowsLoop(pendingEOF bool) (bool, error) {

@@ -313,10 +313,7 @@ func (s *clientConn) acquire(cls session.Class) (*backend.Conn, *mysql.SQLError)
 	if s.be != nil {
 		return s.be, nil
 	}
-	p := s.ep.opts.Proxy
-	timeout := p.Pool.ConnectionBorrowTimeout.D()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
+	key := backend.Key{User: s.user, Flavor: s.caps & backend.FlavorCaps, NoSchema: s.schema == ""}
 	var be *backend.Conn
 	s.reclaimed = false
 	if cls.UsesPrevious && s.prev != nil {
@@ -330,30 +327,14 @@ func (s *clientConn) acquire(cls session.Class) (*backend.Conn, *mysql.SQLError)
 			return be, nil
 		}
 	}
-	for attempt := 0; be == nil; attempt++ {
-		t, err := s.ep.opts.Router.Pick(ctx, s.role)
-		if err != nil {
-			what := "writer"
-			if s.role == config.TargetRoleReadOnly {
-				what = "reader or writer"
-			}
-			return nil, mysql.NewSQLError(mysql.ERNoTargetAvailable, "dbproxy: no healthy database %s available for proxy %s within %s", what, p.Name, timeout)
-		}
-		key := backend.Key{User: s.user, Flavor: s.caps & backend.FlavorCaps, NoSchema: s.schema == ""}
-		be, err = t.Get(ctx, key)
-		if err != nil {
-			if errors.Is(err, pool.ErrBorrowTimeout) {
-				return nil, mysql.NewSQLError(mysql.ERBorrowTimeout, "dbproxy: timed out after %s waiting for a database connection to %s (connection_borrow_timeout)", timeout, t.Name())
-			}
-			var se *mysql.SQLError
-			if errors.As(err, &se) {
-				return nil, mysql.NewSQLError(se.Num, "dbproxy: cannot connect to database target %s: %s", t.Name(), se.Message)
-			}
-			if attempt < 2 && ctx.Err() == nil {
-				continue
-			}
-			s.log.Warn("cannot connect to database target", "target", t.Name(), "error", err)
-			return nil, mysql.NewSQLError(mysql.ERLostConnectionToBackend, "dbproxy: cannot connect to database target %s", t.Name())
+	if t := s.ep.opts.Router.TryPick(s.role); t != nil {
+		// Fast path: an idle connection, no waiting, no timer.
+		be, _ = t.TryGet(key)
+	}
+	if be == nil {
+		var serr *mysql.SQLError
+		if be, serr = s.borrow(key); serr != nil {
+			return nil, serr
 		}
 	}
 	if !s.stateReady {
@@ -806,4 +787,39 @@ func (s *clientConn) recordCounts(r *relayer) {
 	default:
 		s.rowCount = int64(r.affected)
 	}
+}
+
+// borrow waits for a target and a connection, up to the borrow timeout.
+func (s *clientConn) borrow(key backend.Key) (*backend.Conn, *mysql.SQLError) {
+	p := s.ep.opts.Proxy
+	var be *backend.Conn
+	timeout := p.Pool.ConnectionBorrowTimeout.D()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	for attempt := 0; be == nil; attempt++ {
+		t, err := s.ep.opts.Router.Pick(ctx, s.role)
+		if err != nil {
+			what := "writer"
+			if s.role == config.TargetRoleReadOnly {
+				what = "reader or writer"
+			}
+			return nil, mysql.NewSQLError(mysql.ERNoTargetAvailable, "dbproxy: no healthy database %s available for proxy %s within %s", what, p.Name, timeout)
+		}
+		be, err = t.Get(ctx, key)
+		if err != nil {
+			if errors.Is(err, pool.ErrBorrowTimeout) {
+				return nil, mysql.NewSQLError(mysql.ERBorrowTimeout, "dbproxy: timed out after %s waiting for a database connection to %s (connection_borrow_timeout)", timeout, t.Name())
+			}
+			var se *mysql.SQLError
+			if errors.As(err, &se) {
+				return nil, mysql.NewSQLError(se.Num, "dbproxy: cannot connect to database target %s: %s", t.Name(), se.Message)
+			}
+			if attempt < 2 && ctx.Err() == nil {
+				continue
+			}
+			s.log.Warn("cannot connect to database target", "target", t.Name(), "error", err)
+			return nil, mysql.NewSQLError(mysql.ERLostConnectionToBackend, "dbproxy: cannot connect to database target %s", t.Name())
+		}
+	}
+	return be, nil
 }
