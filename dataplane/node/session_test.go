@@ -3,6 +3,8 @@ package node_test
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
+	"fmt"
 	"testing"
 
 	"github.com/dbproxy/dbproxy/dataplane/backend"
@@ -153,4 +155,186 @@ func TestPreviousStatementFunctions(t *testing.T) {
 	}
 	_ = sql.ErrNoRows
 	_ = config.RoleAuto
+}
+
+// TestCursorFetch opens a read-only cursor with COM_STMT_EXECUTE and reads
+// it with COM_STMT_FETCH while other clients use the pool, with and without
+// CLIENT_DEPRECATE_EOF.
+func TestCursorFetch(t *testing.T) {
+	s := mysqltest.StartT(t, mysqltest.Options{})
+	nodetest.PrepareServer(t, s)
+	cfg := nodetest.Config(s)
+	cfg.Proxies[0].Pool.MaxConnectionsPercent = 2
+	env := nodetest.Start(t, cfg, s)
+	noise := env.Open(t, "")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	go func() {
+		for ctx.Err() == nil {
+			noise.ExecContext(ctx, "SELECT 1")
+		}
+	}()
+	for _, deprecateEOF := range []bool{true, false} {
+		caps := backend.BaseCaps
+		if !deprecateEOF {
+			caps &^= mysql.ClientDeprecateEOF
+		}
+		mc, info, err := mysql.Dial(t.Context(), env.Addr, mysql.DialConfig{
+			User: nodetest.User, Password: nodetest.Password, DB: nodetest.Database, Caps: caps, Collation: backend.DefaultCollation,
+		}, mysql.NewBufferPool(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mc.Close()
+		if err := mc.WriteCommand(append([]byte{mysql.ComStmtPrepare}, "SELECT seq FROM seq_1_to_10"...)); err != nil {
+			t.Fatal(err)
+		}
+		p, err := mc.ReadPacket()
+		if err != nil {
+			t.Fatal(err)
+		}
+		pok, err := mysql.ParsePrepareOK(p)
+		if err != nil {
+			t.Fatalf("prepare: %v (%q)", err, p)
+		}
+		skip := int(pok.Columns)
+		if !deprecateEOF {
+			skip++
+		}
+		for range skip {
+			if _, err := mc.ReadPacket(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		exec := []byte{mysql.ComStmtExecute, 0, 0, 0, 0, mysql.CursorTypeReadOnly, 1, 0, 0, 0}
+		binary.LittleEndian.PutUint32(exec[1:], pok.StmtID)
+		if err := mc.WriteCommand(exec); err != nil {
+			t.Fatal(err)
+		}
+		// column count, column definition, then the EOF/OK with CURSOR_EXISTS.
+		var last []byte
+		for range 3 {
+			if last, err = mc.ReadPacket(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if last[0] != mysql.EOFPacket {
+			t.Fatalf("after columns: %q", last)
+		}
+		var got []uint64
+		for round := 0; round < 10; round++ {
+			fetch := []byte{mysql.ComStmtFetch, 0, 0, 0, 0, 4, 0, 0, 0}
+			binary.LittleEndian.PutUint32(fetch[1:], pok.StmtID)
+			if err := mc.WriteCommand(fetch); err != nil {
+				t.Fatal(err)
+			}
+			var status uint16
+			for {
+				p, err := mc.ReadPacket()
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p[0] == mysql.ErrPacket {
+					e, _ := mysql.ParseErr(p)
+					t.Fatalf("fetch: %v", e)
+				}
+				if p[0] == mysql.EOFPacket {
+					if deprecateEOF {
+						ok, err := mysql.ParseOK(p, info.Caps)
+						if err != nil {
+							t.Fatal(err)
+						}
+						status = ok.Status
+					} else {
+						e, err := mysql.ParseEOF(p)
+						if err != nil {
+							t.Fatal(err)
+						}
+						status = e.Status
+					}
+					break
+				}
+				// Binary row: header, NULL bitmap (1 byte), BIGINT UNSIGNED.
+				got = append(got, binary.LittleEndian.Uint64(p[2:]))
+			}
+			if status&mysql.StatusLastRowSent != 0 {
+				break
+			}
+		}
+		if fmt.Sprint(got) != "[1 2 3 4 5 6 7 8 9 10]" {
+			t.Fatalf("deprecateEOF=%v: rows %v", deprecateEOF, got)
+		}
+	}
+}
+
+// TestPinReasons checks that each kind of unmovable state pins the session
+// under its reason, and that EXCLUDE_VARIABLE_SETS leaves SET statements
+// unpinned.
+func TestPinReasons(t *testing.T) {
+	s := mysqltest.StartT(t, mysqltest.Options{})
+	nodetest.PrepareServer(t, s)
+	cases := []struct {
+		stmt, reason string
+	}{
+		{"SET @v = 1", "user_variable"},
+		{"SELECT @w := 2", "user_variable"},
+		{"CREATE TEMPORARY TABLE tp (a INT)", "temporary_table"},
+		{"SELECT GET_LOCK('l', 1)", "named_lock"},
+		{"LOCK TABLES pin_t READ", "table_lock"},
+		{"SELECT SQL_CALC_FOUND_ROWS * FROM pin_t", "sql_calc_found_rows"},
+		{"PREPARE ps FROM 'SELECT 1'", "text_prepared_statement"},
+		{"SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", "next_transaction_characteristics"},
+	}
+	for _, filter := range []bool{false, true} {
+		cfg := nodetest.Config(s)
+		if filter {
+			cfg.Proxies[0].Pool.SessionPinningFilters = []string{"EXCLUDE_VARIABLE_SETS"}
+		}
+		env := nodetest.Start(t, cfg, s)
+		db := env.Open(t, "interpolateParams=true")
+		db.SetMaxIdleConns(0) // every case on a new client connection
+		mustExec(t, db, "CREATE TABLE IF NOT EXISTS pin_t (a INT)")
+		for _, c := range cases {
+			conn, err := db.Conn(t.Context())
+			if err != nil {
+				t.Fatal(err)
+			}
+			before := metricLabel(t, env, "dbproxy_session_pins_total", "reason", c.reason)
+			rows, err := conn.QueryContext(t.Context(), c.stmt)
+			if err != nil {
+				t.Fatalf("%s: %v", c.stmt, err)
+			}
+			rows.Close()
+			// The node finishes a command before it reads the next one.
+			queryString(t, conn, "SELECT 1")
+			after := metricLabel(t, env, "dbproxy_session_pins_total", "reason", c.reason)
+			wantPin := !(filter && c.stmt == "SET @v = 1")
+			if (after > before) != wantPin {
+				t.Errorf("filter=%v %q: pins{reason=%s} %v -> %v, want pinned=%v", filter, c.stmt, c.reason, before, after, wantPin)
+			}
+			conn.Close()
+		}
+	}
+}
+
+// metricLabel returns the value of the sample of name whose label k is v.
+func metricLabel(t *testing.T, env *nodetest.Env, name, k, v string) float64 {
+	t.Helper()
+	mfs, err := env.Node.Metrics().Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == k && l.GetValue() == v {
+					return m.GetCounter().GetValue() + m.GetGauge().GetValue()
+				}
+			}
+		}
+	}
+	return 0
 }
