@@ -265,8 +265,12 @@ func (t *Target) login(ctx context.Context, key Key) (*Conn, error) {
 	if !ok {
 		return nil, fmt.Errorf("no credentials for database user %q", key.User)
 	}
+	caps := BaseCaps | key.Flavor
+	if t.opts.Pool.DisableSessionTracking {
+		caps &^= mysql.ClientSessionTrack
+	}
 	mc, info, err := mysql.Dial(ctx, t.opts.Target.Addr(), mysql.DialConfig{
-		User: key.User, Password: pw, Caps: BaseCaps | key.Flavor, Collation: DefaultCollation,
+		User: key.User, Password: pw, Caps: caps, Collation: DefaultCollation,
 		Dialer: t.opts.Dialer,
 	}, t.opts.Buffers)
 	if err != nil {
@@ -309,7 +313,9 @@ func (t *Target) dial(ctx context.Context, key Key) (*Conn, error) {
 // initSession prepares a fresh (or reset) connection.
 func (t *Target) initSession(c *Conn) error {
 	c.Tracking = c.Info.Caps&mysql.ClientSessionTrack != 0
-	if _, err := c.Exec("SET SESSION session_track_system_variables='*', session_track_schema=ON, session_track_state_change=ON"); err != nil {
+	if !c.Tracking {
+		// Nothing to turn on: the server reports no session state.
+	} else if _, err := c.Exec("SET SESSION session_track_system_variables='*', session_track_schema=ON, session_track_state_change=ON"); err != nil {
 		c.Tracking = false
 		// A server without session tracking still works: every state
 		// change then pins (see proxy).

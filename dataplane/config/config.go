@@ -169,7 +169,11 @@ type PoolConfig struct {
 	MaxIdleConnectionsPercent int      `json:"max_idle_connections_percent,omitempty"`
 	ConnectionBorrowTimeout   Duration `json:"connection_borrow_timeout,omitempty"`
 	InitQuery                 string   `json:"init_query,omitempty"`
-	SessionPinningFilters     []string `json:"session_pinning_filters,omitempty"`
+	// DisableSessionTracking makes the node treat targets as servers
+	// without session tracking (as MySQL 5.6): every statement that may
+	// change session state pins. For old servers and for testing.
+	DisableSessionTracking bool     `json:"disable_session_tracking,omitempty"`
+	SessionPinningFilters  []string `json:"session_pinning_filters,omitempty"`
 	// MaxLifetime closes database connections older than this (default 1h).
 	MaxLifetime Duration `json:"max_lifetime,omitempty"`
 	// IdleCheckAfter validates an idle connection with a ping before reuse

@@ -357,3 +357,49 @@ func metricSum(t *testing.T, env *nodetest.Env, name string) float64 {
 	}
 	return sum
 }
+
+// TestNoSessionTracking runs the leak suite against targets treated as
+// servers without session tracking: more pinning, never wrong results.
+func TestNoSessionTracking(t *testing.T) {
+	s := mysqltest.StartT(t, mysqltest.Options{})
+	nodetest.PrepareServer(t, s)
+	ctx := t.Context()
+	if err := s.Exec(ctx, "CREATE DATABASE IF NOT EXISTS other", "GRANT ALL ON other.* TO 'app'@'%'",
+		"CREATE TABLE app.rows_t (id INT AUTO_INCREMENT PRIMARY KEY, who VARCHAR(32)) ENGINE=InnoDB"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := nodetest.Config(s)
+	cfg.Proxies[0].Pool.DisableSessionTracking = true
+	cfg.Proxies[0].Pool.MaxConnectionsPercent = 10
+	env := nodetest.Start(t, cfg, s)
+	db := env.Open(t, "")
+	direct := env.OpenDirect(t, 0, "")
+	c, err := direct.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, err := observe(ctx, c)
+	c.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for i := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := leakClient(ctx, db, 100+i, base, i%3 == 0, false); err != nil {
+				errs <- fmt.Errorf("client %d: %w", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := metricLabel(t, env, "dbproxy_session_pins_total", "reason", "no_session_tracking"); got == 0 {
+		t.Error("no session pinned for lack of session tracking")
+	}
+}

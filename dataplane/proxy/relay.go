@@ -279,7 +279,7 @@ func (r *relayer) terminal(p []byte, eof bool) (bool, error) {
 	switch {
 	case eof && caps&mysql.ClientDeprecateEOF == 0:
 		err = r.write(mysql.AppendEOF(nil, ok.Warnings, ok.Status))
-	case caps&mysql.ClientSessionTrack != 0:
+	case caps&mysql.ClientSessionTrack != 0 && r.be.Info.Caps&mysql.ClientSessionTrack != 0:
 		err = r.write(p)
 	default:
 		hdr := mysql.OKPacket

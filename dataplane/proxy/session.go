@@ -74,8 +74,11 @@ type clientConn struct {
 	prevKey   backend.Key
 	prevUses  uint64
 	reclaimed bool
-	rowCount  int64
-	foundRows int64
+	// lastOK and lastTracking describe the last relayed command: it
+	// succeeded; its connection had session tracking.
+	lastOK, lastTracking bool
+	rowCount             int64
+	foundRows            int64
 
 	stmts      map[uint32]*clientStmt
 	nextStmtID uint32
@@ -635,11 +638,7 @@ func (s *clientConn) relay(be *backend.Conn, cls session.Class, mode relayMode) 
 		s.countErr()
 	}
 	s.recordCounts(&r)
-	if be.Info.Caps&mysql.ClientSessionTrack == 0 || !be.Tracking {
-		if p := untrackedPins(cls, mode); len(p) > 0 {
-			s.pin(p...)
-		}
-	}
+	s.lastOK, s.lastTracking = !r.failed, be.Tracking
 	s.pinFor(cls, r.failed)
 	s.afterCommand()
 	return nil
@@ -647,7 +646,14 @@ func (s *clientConn) relay(be *backend.Conn, cls session.Class, mode relayMode) 
 
 // pinFor pins the session for the state a successful statement created.
 func (s *clientConn) pinFor(cls session.Class, failed bool) {
-	if len(cls.Pin) == 0 || failed {
+	if failed {
+		return
+	}
+	if s.be != nil && !s.be.Tracking && (cls.IsSet || cls.ChangesSchema || cls.MayChangeState) {
+		// Without session tracking the node cannot see what changed.
+		s.pin(session.PinNoSessionTracking)
+	}
+	if len(cls.Pin) == 0 {
 		return
 	}
 	pins := cls.Pin
@@ -655,15 +661,6 @@ func (s *clientConn) pinFor(cls session.Class, failed bool) {
 		pins = slices.DeleteFunc(slices.Clone(pins), func(r session.Reason) bool { return r == session.PinUserVariable })
 	}
 	s.pin(pins...)
-}
-
-// untrackedPins is the conservative rule for servers without session
-// tracking: anything that may change session state pins.
-func untrackedPins(cls session.Class, mode relayMode) []session.Reason {
-	if cls.IsSet || mode == relayInitDB || cls.ChangesSchema {
-		return []session.Reason{session.PinNoSessionTracking}
-	}
-	return nil
 }
 
 // lostBackend tells the client its command failed because the database
@@ -689,7 +686,17 @@ func (s *clientConn) query(pkt []byte) error {
 }
 
 func (s *clientConn) initDB(pkt []byte) error {
-	return s.forward(pkt, session.Class{ChangesSchema: true}, relayInitDB)
+	if err := s.forward(pkt, session.Class{ChangesSchema: true}, relayInitDB); err != nil {
+		return err
+	}
+	if s.lastOK && !s.lastTracking {
+		// Without session tracking the OK does not name the schema.
+		s.schema = string(pkt[1:])
+		if s.be != nil {
+			s.be.Schema = s.schema
+		}
+	}
+	return nil
 }
 
 func (s *clientConn) setOption(pkt []byte) error {

@@ -40,6 +40,10 @@ type Class struct {
 	UsesPrevious bool
 	// ChangesSchema is true for USE statements.
 	ChangesSchema bool
+	// MayChangeState is true for statements whose effect on session state
+	// only session tracking can tell (CALL, EXECUTE of a text prepared
+	// statement); without tracking they pin.
+	MayChangeState bool
 }
 
 // Classify inspects a text statement (or several, separated by ';').
@@ -75,6 +79,8 @@ func Classify(sql string) Class {
 			}
 		case "use":
 			c.ChangesSchema = true
+		case "call", "execute":
+			c.MayChangeState = true
 		case "create":
 			if strings.Contains(st, " temporary ") && strings.Contains(st, " table") {
 				add(PinTemporaryTable)
