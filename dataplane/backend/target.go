@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -62,6 +63,8 @@ type Target struct {
 	log  hclog.Logger
 	// Pool holds the target's database connections.
 	Pool *pool.Pool[Key, *Conn]
+	// Pinned counts borrowed connections pinned to one client session.
+	Pinned atomic.Int64
 
 	recheck chan struct{}
 	stop    chan struct{}

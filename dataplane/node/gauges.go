@@ -12,7 +12,7 @@ func (n *Node) gatherPools() ([]*dto.MetricFamily, error) {
 	for name, rp := range n.mu.proxies {
 		for _, t := range rp.targets {
 			st := t.Pool.Stats()
-			for state, v := range map[string]int{"idle": st.Idle, "borrowed": st.Borrowed, "waiting_clients": st.Waiting, "max": st.Max} {
+			for state, v := range map[string]int{"idle": st.Idle, "borrowed": st.Borrowed, "pinned": int(t.Pinned.Load()), "waiting_clients": st.Waiting, "max": st.Max} {
 				ms = append(ms, &dto.Metric{
 					Label: []*dto.LabelPair{label("proxy", name), label("target", t.Name()), label("state", state)},
 					Gauge: &dto.Gauge{Value: float64ptr(float64(v))},
@@ -24,7 +24,7 @@ func (n *Node) gatherPools() ([]*dto.MetricFamily, error) {
 	if len(ms) == 0 {
 		return nil, nil
 	}
-	name, help := "dbproxy_database_connections", "Database connections by state (idle, borrowed), clients waiting for one, and the pool limit."
+	name, help := "dbproxy_database_connections", "Database connections by state (idle, borrowed; pinned counts the borrowed ones pinned to a client), clients waiting for one (waiting_clients), and the pool limit (max)."
 	typ := dto.MetricType_GAUGE
 	return []*dto.MetricFamily{{Name: &name, Help: &help, Type: &typ, Metric: ms}}, nil
 }

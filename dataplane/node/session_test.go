@@ -5,6 +5,9 @@ import (
 	"database/sql"
 	"encoding/binary"
 	"fmt"
+	"io"
+	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/dbproxy/dbproxy/dataplane/backend"
@@ -337,4 +340,108 @@ func metricLabel(t *testing.T, env *nodetest.Env, name, k, v string) float64 {
 		}
 	}
 	return 0
+}
+
+// TestInitQuery checks that init_query sets the state every session starts
+// from, also on connections another client changed.
+func TestInitQuery(t *testing.T) {
+	s := mysqltest.StartT(t, mysqltest.Options{})
+	nodetest.PrepareServer(t, s)
+	cfg := nodetest.Config(s)
+	cfg.Proxies[0].Pool.InitQuery = "SET SESSION time_zone = '+05:00', sql_mode = 'ANSI_QUOTES'"
+	cfg.Proxies[0].Pool.MaxConnectionsPercent = 1 // one database connection
+	env := nodetest.Start(t, cfg, s)
+	db := env.Open(t, "")
+	a, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	mustExec(t, a, "SET time_zone = '-02:00'")
+	b, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	for range 3 {
+		if got := queryString(t, b, "SELECT CONCAT(@@time_zone, ' ', @@sql_mode)"); got != "+05:00 ANSI_QUOTES" {
+			t.Fatalf("fresh session sees %q, want init_query's state", got)
+		}
+		if got := queryString(t, a, "SELECT @@time_zone"); got != "-02:00" {
+			t.Fatalf("changed session sees %q", got)
+		}
+	}
+}
+
+// TestFieldListStatisticsMetrics sends COM_FIELD_LIST and COM_STATISTICS
+// and scrapes /metrics and /healthz.
+func TestFieldListStatisticsMetrics(t *testing.T) {
+	env := nodetest.StartSimple(t)
+	db := env.Open(t, "")
+	mustExec(t, db, "CREATE TABLE fl (a INT, b VARCHAR(10))")
+	for _, deprecateEOF := range []bool{true, false} {
+		caps := backend.BaseCaps
+		if !deprecateEOF {
+			caps &^= mysql.ClientDeprecateEOF
+		}
+		mc, _, err := mysql.Dial(t.Context(), env.Addr, mysql.DialConfig{
+			User: nodetest.User, Password: nodetest.Password, DB: nodetest.Database, Caps: caps, Collation: backend.DefaultCollation,
+		}, mysql.NewBufferPool(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer mc.Close()
+		if err := mc.WriteCommand(append([]byte{mysql.ComFieldList}, "fl\x00"...)); err != nil {
+			t.Fatal(err)
+		}
+		var names []string
+		for {
+			p, err := mc.ReadPacket()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p[0] == mysql.EOFPacket {
+				break
+			}
+			cd, err := mysql.ParseColumnDef(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			names = append(names, cd.Name)
+		}
+		if fmt.Sprint(names) != "[a b]" {
+			t.Fatalf("COM_FIELD_LIST columns %v", names)
+		}
+		if err := mc.WriteCommand([]byte{mysql.ComStatistics}); err != nil {
+			t.Fatal(err)
+		}
+		p, err := mc.ReadPacket()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(string(p), "Uptime: ") {
+			t.Fatalf("COM_STATISTICS: %q", p)
+		}
+	}
+	resp, err := http.Get("http://" + env.Node.AdminAddr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{"dbproxy_client_connections_total", "dbproxy_queries_total", "dbproxy_query_duration_seconds_bucket",
+		"dbproxy_database_connection_borrow_seconds", `dbproxy_database_connections{proxy="main",state="idle",target="db1"}`,
+		`state="pinned"`, "dbproxy_target_healthy"} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	resp, err = http.Get("http://" + env.Node.AdminAddr() + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("/healthz: %s", resp.Status)
+	}
 }

@@ -67,7 +67,10 @@ type clientConn struct {
 	// pin, open cursor, pending long data); nil when none is held.
 	be   *backend.Conn
 	pins []session.Reason
-	inTx bool
+	// pinnedOn is the target whose pinned-connection count includes this
+	// session.
+	pinnedOn *backend.Target
+	inTx     bool
 	// prev remembers the connection of the previous command so that
 	// FOUND_ROWS()/ROW_COUNT() can run where that command ran.
 	prev      *backend.Conn
@@ -528,14 +531,22 @@ func (s *clientConn) pin(reasons ...session.Reason) {
 
 func (s *clientConn) setPinnedGauge(on bool) {
 	m := s.ep.opts.Metrics
-	if m == nil {
+	if on {
+		s.pinnedOn = s.be.Target
+		s.pinnedOn.Pinned.Add(1)
+		if m != nil {
+			m.ClientsPinned.WithLabelValues(s.ep.opts.Proxy.Name).Inc()
+		}
 		return
 	}
-	g := m.ClientsPinned.WithLabelValues(s.ep.opts.Proxy.Name)
-	if on {
-		g.Inc()
-	} else if len(s.pins) > 0 {
-		g.Dec()
+	if len(s.pins) > 0 {
+		if s.pinnedOn != nil {
+			s.pinnedOn.Pinned.Add(-1)
+			s.pinnedOn = nil
+		}
+		if m != nil {
+			m.ClientsPinned.WithLabelValues(s.ep.opts.Proxy.Name).Dec()
+		}
 		s.pins = nil
 	}
 }
