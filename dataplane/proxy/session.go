@@ -95,16 +95,27 @@ func newSession(e *Endpoint, nc net.Conn) *clientConn {
 	id := e.opts.IDs.Add(1)
 	c := mysql.NewConn(nc, e.opts.Buffers)
 	c.MaxPacket = e.opts.MaxPacket
-	s := &clientConn{ep: e, id: id, c: c, role: e.opts.Endpoint.TargetRole, stmts: map[uint32]*clientStmt{}}
-	s.log = e.log.With("conn", id, "remote", nc.RemoteAddr().String())
-	return s
+	return &clientConn{ep: e, id: id, c: c, role: e.opts.Endpoint.TargetRole}
+}
+
+// logger returns the connection's logger, made on first use so that idle
+// connections do not carry one.
+func (s *clientConn) logger() hclog.Logger {
+	if s.log == nil {
+		args := []any{"conn", s.id, "remote", s.c.NetConn().RemoteAddr().String()}
+		if s.user != "" {
+			args = append(args, "user", s.user)
+		}
+		s.log = s.ep.log.With(args...)
+	}
+	return s.log
 }
 
 // serve runs the connection until the client leaves or fails.
 func (s *clientConn) serve() {
 	defer func() {
 		if r := recover(); r != nil {
-			s.log.Error("panic serving client; closing its connection", "panic", r, "stack", string(debug.Stack()))
+			s.logger().Error("panic serving client; closing its connection", "panic", r, "stack", string(debug.Stack()))
 		}
 		s.close()
 	}()
@@ -121,7 +132,7 @@ func (s *clientConn) serve() {
 		}
 		e.setupFailure(reason)
 		if reason != "handshake" || !isEOF(err) {
-			s.log.Debug("client login failed", "reason", reason, "error", err)
+			s.logger().Debug("client login failed", "reason", reason, "error", err)
 		}
 		return
 	}
@@ -129,7 +140,7 @@ func (s *clientConn) serve() {
 	s.user, s.caps, s.tls, s.collation = res.User, res.Caps, res.TLS, res.Collation
 	s.schema = res.DB
 	s.multiStmt = res.Caps&mysql.ClientMultiStatements != 0
-	s.log = s.log.With("user", s.user)
+	s.log = nil
 	tlsLabel := "false"
 	if s.tls {
 		tlsLabel = "true"
@@ -145,7 +156,7 @@ func (s *clientConn) serve() {
 		s.latency = m.QueryDuration.WithLabelValues(pn, en)
 	}
 	if e.opts.Proxy.DebugLogging {
-		s.log.Debug("client logged in", "tls", s.tls, "db", s.schema)
+		s.logger().Debug("client logged in", "tls", s.tls, "db", s.schema)
 	}
 	s.c.ReleaseBuffers()
 	idle := e.opts.Proxy.IdleClientTimeout.D()
@@ -171,7 +182,7 @@ func (s *clientConn) serve() {
 		}
 		if err != nil {
 			if !errors.Is(err, errClientGone) && !isEOF(err) {
-				s.log.Debug("closing client connection", "error", err)
+				s.logger().Debug("closing client connection", "error", err)
 			}
 			return
 		}
@@ -198,7 +209,7 @@ func (s *clientConn) readFailed(err error) {
 		s.sendErr(mysql.NewSQLError(mysql.ERNetPacketsOutOfOrder, "Got packets out of order"))
 	case isEOF(err):
 	default:
-		s.log.Debug("read from client failed", "error", err)
+		s.logger().Debug("read from client failed", "error", err)
 	}
 }
 
@@ -355,7 +366,7 @@ func (s *clientConn) acquire(cls session.Class) (*backend.Conn, *mysql.SQLError)
 		}
 		be.Broken = true
 		be.Target.Put(be)
-		s.log.Warn("restoring session state on a database connection failed", "error", err)
+		s.logger().Warn("restoring session state on a database connection failed", "error", err)
 		return nil, mysql.NewSQLError(mysql.ERLostConnectionToBackend, "dbproxy: lost the database connection while restoring session state")
 	}
 	s.be = be
@@ -494,7 +505,7 @@ func (s *clientConn) dropBackend() {
 	s.be = nil
 	s.prev = nil
 	if len(s.pins) > 0 {
-		s.log.Warn("pinned database connection lost; session state on it is gone", "reasons", s.pins)
+		s.logger().Warn("pinned database connection lost; session state on it is gone", "reasons", s.pins)
 	}
 	s.pins = nil
 	s.inTx = false
@@ -520,7 +531,7 @@ func (s *clientConn) pin(reasons ...session.Reason) {
 			m.Pins.WithLabelValues(s.ep.opts.Proxy.Name, string(r)).Inc()
 		}
 		if s.ep.opts.Proxy.DebugLogging {
-			s.log.Debug("session pinned", "reason", r)
+			s.logger().Debug("session pinned", "reason", r)
 		}
 	}
 	s.be.Dirty = true
@@ -635,7 +646,7 @@ func (s *clientConn) relay(be *backend.Conn, cls session.Class, mode relayMode) 
 	r := relayer{s: s, be: be, cls: cls}
 	err := r.run(mode)
 	if err != nil {
-		s.log.Debug("relaying a response failed", "error", err)
+		s.logger().Debug("relaying a response failed", "error", err)
 		if errors.Is(err, errClientGone) {
 			be.Broken = true
 			s.dropBackend()
@@ -757,7 +768,7 @@ func (s *clientConn) resetSession() {
 	s.vars = nil
 	s.lastInsertID = 0
 	s.multiStmt = s.caps&mysql.ClientMultiStatements != 0
-	s.stmts = map[uint32]*clientStmt{}
+	s.stmts = nil
 	s.prev = nil
 	s.gen++
 }
@@ -776,7 +787,7 @@ func (s *clientConn) changeUser(pkt []byte) error {
 	if res.Collation != 0 {
 		s.collation = res.Collation
 	}
-	s.log = s.ep.log.With("conn", s.id, "user", s.user)
+	s.log = nil
 	return nil
 }
 
@@ -835,7 +846,7 @@ func (s *clientConn) borrow(key backend.Key) (*backend.Conn, *mysql.SQLError) {
 			if attempt < 2 && ctx.Err() == nil {
 				continue
 			}
-			s.log.Warn("cannot connect to database target", "target", t.Name(), "error", err)
+			s.logger().Warn("cannot connect to database target", "target", t.Name(), "error", err)
 			return nil, mysql.NewSQLError(mysql.ERLostConnectionToBackend, "dbproxy: cannot connect to database target %s", t.Name())
 		}
 	}

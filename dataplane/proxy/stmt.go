@@ -84,6 +84,9 @@ func (s *clientConn) relayPrepare(r *relayer, query string) error {
 	be.Stmts[query] = &backend.Stmt{ID: pok.StmtID, Params: pok.Params, Columns: pok.Columns}
 	s.nextStmtID++
 	id := s.nextStmtID
+	if s.stmts == nil {
+		s.stmts = map[uint32]*clientStmt{}
+	}
 	s.stmts[id] = &clientStmt{query: query, params: pok.Params, columns: pok.Columns, cls: session.Classify(query)}
 	s.lastStmtID = id
 	out := pok
@@ -116,7 +119,7 @@ func (s *clientConn) backendStmt(be *backend.Conn, st *clientStmt) (*backend.Stm
 // execute rewrites the statement id (and, when the client relies on
 // types bound earlier, adds them) and relays the result.
 func (s *clientConn) execute(pkt []byte) error {
-	id, st, ok := s.stmtID(pkt)
+	_, st, ok := s.stmtID(pkt)
 	if !ok {
 		s.countErr()
 		return s.sendErr(unknownStmt(binary.LittleEndian.Uint32(pkt[1:min(len(pkt), 5)]), "mysqld_stmt_execute"))
@@ -159,7 +162,6 @@ func (s *clientConn) execute(pkt []byte) error {
 	}
 	s.recordCounts(&r)
 	st.cursor = cursor && r.status&mysql.StatusCursorExists != 0
-	s.stmts[id] = st
 	s.pinFor(st.cls, r.failed)
 	s.afterCommand()
 	return nil
