@@ -24,6 +24,9 @@ import (
 	"github.com/dbproxy/dbproxy/dataplane/session"
 )
 
+// handshakeMaxPacket bounds packets before authentication.
+const handshakeMaxPacket = 64 << 10
+
 // errClientGone ends a session without a log line at warning level.
 var errClientGone = errors.New("client connection closed")
 
@@ -94,7 +97,8 @@ type clientConn struct {
 func newSession(e *Endpoint, nc net.Conn) *clientConn {
 	id := e.opts.IDs.Add(1)
 	c := mysql.NewConn(nc, e.opts.Buffers)
-	c.MaxPacket = e.opts.MaxPacket
+	// Until the client has logged in it may send only small packets.
+	c.MaxPacket = handshakeMaxPacket
 	return &clientConn{ep: e, id: id, c: c, role: e.opts.Endpoint.TargetRole}
 }
 
@@ -137,6 +141,7 @@ func (s *clientConn) serve() {
 		return
 	}
 	_ = s.c.NetConn().SetDeadline(time.Time{})
+	s.c.MaxPacket = e.opts.MaxPacket
 	s.user, s.caps, s.tls, s.collation = res.User, res.Caps, res.TLS, res.Collation
 	s.schema = res.DB
 	s.multiStmt = res.Caps&mysql.ClientMultiStatements != 0
