@@ -193,6 +193,8 @@ func (t *Target) monitor() {
 			mc.Close()
 			mc = nil
 		}
+		// Idle connections past their lifetime go now, not at next borrow.
+		t.Pool.Reap(0)
 		timer.Reset(t.opts.MonitorInterval)
 	}
 }
