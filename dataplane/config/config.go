@@ -336,7 +336,7 @@ func (c *Config) Validate() error {
 			if _, _, err := net.SplitHostPort(e.Address); err != nil {
 				bad(ef+".address", "must be host:port: %v", err)
 			}
-			if prev, ok := addrs[e.Address]; ok {
+			if prev, ok := addrs[e.Address]; ok && !strings.HasSuffix(e.Address, ":0") {
 				bad(ef+".address", "%s is already used by %s", e.Address, prev)
 			}
 			addrs[e.Address] = p.Name + "/" + e.Name

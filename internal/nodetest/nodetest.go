@@ -143,3 +143,14 @@ func (e *Env) HostPort() (string, int) {
 	port, _ := strconv.Atoi(p)
 	return h, port
 }
+
+// OpenAddr opens a database handle through any node endpoint address.
+func OpenAddr(t testing.TB, addr, params string) *sql.DB {
+	t.Helper()
+	db, err := sql.Open("mysql", DSN(addr, params))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}

@@ -1,0 +1,64 @@
+package node_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/dbproxy/dbproxy/dataplane/config"
+	"github.com/dbproxy/dbproxy/internal/mysqltest"
+	"github.com/dbproxy/dbproxy/internal/nodetest"
+)
+
+// TestReadOnlyEndpointZones checks that a READ_ONLY endpoint reads from a
+// healthy reader in the node's zone, then from another zone, and that the
+// READ_WRITE endpoint always reaches the writer (roles discovered from
+// read_only).
+func TestReadOnlyEndpointZones(t *testing.T) {
+	primary, reps := mysqltest.StartReplicatedT(t, 2, mysqltest.Options{})
+	nodetest.PrepareServer(t, primary)
+	for _, r := range reps {
+		if err := r.WaitCaughtUp(t.Context(), primary); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := nodetest.Config(primary, reps[0], reps[1])
+	cfg.Proxies[0].Targets[1].Zone = "a"
+	cfg.Proxies[0].Targets[2].Zone = "b"
+	cfg.Proxies[0].Endpoints = append(cfg.Proxies[0].Endpoints, config.Endpoint{Name: "ro", Address: "127.0.0.1:0", TargetRole: config.TargetRoleReadOnly})
+	port := func(p int) string { return fmt.Sprint(p) }
+	for _, zone := range []string{"a", "b"} {
+		cfg := *cfg
+		cfg.Node.Zone = zone
+		env := nodetest.Start(t, &cfg, primary, reps[0], reps[1])
+		roAddr, _ := env.Node.Addr("main", "ro")
+		ro := nodetest.OpenAddr(t, roAddr, "")
+		rw := env.Open(t, "")
+		want := map[string]string{"a": port(reps[0].Port), "b": port(reps[1].Port)}[zone]
+		for range 5 {
+			if got := queryString(t, ro, "SELECT @@port"); got != want {
+				t.Fatalf("zone %s: READ_ONLY endpoint reached port %s, want the local reader %s", zone, got, want)
+			}
+			if got := queryString(t, rw, "SELECT @@port"); got != port(primary.Port) {
+				t.Fatalf("zone %s: READ_WRITE endpoint reached port %s, want the writer %d", zone, got, primary.Port)
+			}
+		}
+	}
+	// With the zone's reader gone, reads go to the other zone.
+	env := nodetest.Start(t, cfg, primary, reps[0], reps[1])
+	roAddr, _ := env.Node.Addr("main", "ro")
+	if err := reps[0].Stop(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for env.Node.Targets("main")[1].Health().Healthy {
+		if time.Now().After(deadline) {
+			t.Fatal("stopped reader still healthy")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ro := nodetest.OpenAddr(t, roAddr, "")
+	if got := queryString(t, ro, "SELECT @@port"); got != port(reps[1].Port) {
+		t.Fatalf("READ_ONLY endpoint reached port %s after the local reader stopped, want %d", got, reps[1].Port)
+	}
+}
