@@ -99,6 +99,7 @@ func NewTarget(opts TargetOptions) *Target {
 	t.Pool = pool.New(pool.Options[Key, *Conn]{
 		Dial:           t.dial,
 		Validate:       func(ctx context.Context, c *Conn) error { return c.Ping(ctx) },
+		Alive:          (*Conn).Alive,
 		Max:            10,
 		MaxIdle:        5,
 		MaxLifetime:    opts.Pool.MaxLifetime.D(),

@@ -1,6 +1,7 @@
 package node_test
 
 import (
+	"database/sql"
 	"fmt"
 	"testing"
 	"time"
@@ -61,4 +62,60 @@ func TestReadOnlyEndpointZones(t *testing.T) {
 	if got := queryString(t, ro, "SELECT @@port"); got != port(reps[1].Port) {
 		t.Fatalf("READ_ONLY endpoint reached port %s after the local reader stopped, want %d", got, reps[1].Port)
 	}
+}
+
+// TestWriterFailover kills the writer: idle clients stay connected, new
+// work waits for the promoted writer instead of failing, and reads of the
+// data written before the failover succeed through the new writer.
+func TestWriterFailover(t *testing.T) {
+	primary, reps := mysqltest.StartReplicatedT(t, 1, mysqltest.Options{})
+	nodetest.PrepareServer(t, primary)
+	if err := primary.Exec(t.Context(), "CREATE TABLE app.f (a INT)", "INSERT INTO app.f VALUES (1)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := reps[0].WaitCaughtUp(t.Context(), primary); err != nil {
+		t.Fatal(err)
+	}
+	cfg := nodetest.Config(primary, reps[0])
+	cfg.Proxies[0].Pool.ConnectionBorrowTimeout = config.Duration(30 * time.Second)
+	env := nodetest.Start(t, cfg, primary, reps[0])
+	db := env.Open(t, "")
+	idle := make([]*sql.Conn, 0, 5)
+	for range 5 {
+		c, err := db.Conn(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if got := queryString(t, c, "SELECT @@port"); got != fmt.Sprint(primary.Port) {
+			t.Fatalf("before failover: port %s", got)
+		}
+		idle = append(idle, c)
+	}
+	if err := primary.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	// Promote once the node has seen the writer go.
+	go func() {
+		deadline := time.Now().Add(20 * time.Second)
+		for env.Node.Targets("main")[0].Health().Healthy && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err := reps[0].Promote(t.Context()); err != nil {
+			t.Error(err)
+		}
+	}()
+	for i, c := range idle {
+		var port string
+		if err := c.QueryRowContext(t.Context(), "SELECT @@port").Scan(&port); err != nil {
+			t.Fatalf("idle client %d after failover: %v", i, err)
+		}
+		if port != fmt.Sprint(reps[0].Port) {
+			t.Fatalf("idle client %d reached port %s, want the new writer %d", i, port, reps[0].Port)
+		}
+		if got := queryString(t, c, "SELECT COUNT(*) FROM f"); got != "1" {
+			t.Fatalf("rows after failover: %s", got)
+		}
+	}
+	mustExec(t, db, "INSERT INTO f VALUES (2)")
 }

@@ -31,6 +31,9 @@ type Options[K comparable, C Resource] struct {
 	// Validate checks a connection that sat idle longer than IdleCheckAfter
 	// (a ping); nil skips validation.
 	Validate func(ctx context.Context, c C) error
+	// Alive is a cheap check run on every idle connection before it is
+	// lent (nil: none).
+	Alive func(c C) bool
 	// Max and MaxIdle bound open and idle connections (SetLimits changes
 	// them later).
 	Max, MaxIdle int
@@ -200,6 +203,7 @@ func (p *Pool[K, C]) release() {
 func (p *Pool[K, C]) checkIdle(ctx context.Context, e entry[C]) (C, bool) {
 	now := p.opts.Now()
 	bad := p.opts.MaxLifetime > 0 && now.Sub(e.created) > p.opts.MaxLifetime
+	bad = bad || p.opts.Alive != nil && !p.opts.Alive(e.c)
 	if !bad && p.opts.Validate != nil && p.opts.IdleCheckAfter > 0 && now.Sub(e.idleAt) > p.opts.IdleCheckAfter {
 		bad = p.opts.Validate(ctx, e.c) != nil
 	}
