@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -38,6 +39,9 @@ type Options struct {
 	Listen func(network, addr string) (net.Listener, error)
 	// MonitorInterval overrides the targets' health check period.
 	MonitorInterval time.Duration
+	// DrainTimeout bounds how long clients of a replaced or removed proxy
+	// keep their sessions (default 5m).
+	DrainTimeout time.Duration
 }
 
 // Node is one running data-plane node.
@@ -51,6 +55,11 @@ type Node struct {
 	rsaKey  *rsa.PrivateKey
 	rsaPEM  []byte
 	fast    *mysql.FastAuthCache
+	// retiring tracks proxies draining in the background; stopRetiring
+	// cuts their drains short when the node closes.
+	retiring     sync.WaitGroup
+	retireCtx    context.Context
+	stopRetiring context.CancelFunc
 
 	mu struct {
 		sync.Mutex
@@ -92,6 +101,7 @@ func New(opts Options) (*Node, error) {
 	n := &Node{opts: opts, log: opts.Logger, metrics: opts.Metrics, buffers: mysql.NewBufferPool(16 << 10),
 		rsaKey: key, rsaPEM: pemKey, fast: mysql.NewFastAuthCache()}
 	n.mu.proxies = map[string]*runningProxy{}
+	n.retireCtx, n.stopRetiring = context.WithCancel(context.Background())
 	return n, nil
 }
 
@@ -120,38 +130,87 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 		}
 	}
 	next := map[string]*runningProxy{}
-	var started []*runningProxy
+	var started, replaced []*runningProxy
+	fail := func(err error) error {
+		// Undo: stop what this call started and bring back what it
+		// replaced, from the running configuration.
+		for _, p := range started {
+			p.stopAccepting()
+			n.retire(p, 0)
+		}
+		for _, old := range replaced {
+			if rp, err := n.startProxy(n.mu.cfg, old.cfg); err == nil {
+				n.mu.proxies[old.cfg.Name] = rp
+			} else {
+				n.log.Error("cannot restore proxy after a failed apply", "proxy", old.cfg.Name, "error", err)
+				delete(n.mu.proxies, old.cfg.Name)
+			}
+			n.retire(old, n.drainTimeout())
+		}
+		return err
+	}
 	for _, pc := range cfg.Proxies {
 		if !servesZone(pc, cfg.Node.Zone) {
 			continue
 		}
-		if old, ok := n.mu.proxies[pc.Name]; ok && sameProxy(n.mu.cfg, cfg, old.cfg, pc) {
+		old, ok := n.mu.proxies[pc.Name]
+		if ok && sameProxy(n.mu.cfg, cfg, old.cfg, pc) {
 			next[pc.Name] = old
 			continue
 		}
-		if old, ok := n.mu.proxies[pc.Name]; ok {
-			// Free the addresses before the replacement binds them.
-			n.stopProxy(ctx, old)
-			delete(n.mu.proxies, pc.Name)
+		if ok {
+			// Free the addresses before the replacement binds them; the
+			// old proxy's clients finish on it (see retire).
+			old.stopAccepting()
+			replaced = append(replaced, old)
 		}
 		rp, err := n.startProxy(cfg, pc)
 		if err != nil {
-			for _, p := range started {
-				n.stopProxy(ctx, p)
-			}
-			return fmt.Errorf("proxy %s: %w", pc.Name, err)
+			return fail(fmt.Errorf("proxy %s: %w", pc.Name, err))
 		}
 		started = append(started, rp)
 		next[pc.Name] = rp
 	}
+	for _, old := range replaced {
+		n.retire(old, n.drainTimeout())
+	}
 	for name, old := range n.mu.proxies {
-		if next[name] != old {
-			n.stopProxy(ctx, old)
+		if _, ok := next[name]; !ok {
+			old.stopAccepting()
+			n.retire(old, n.drainTimeout())
 		}
 	}
 	n.mu.proxies = next
 	n.mu.cfg = cfg
 	return nil
+}
+
+// drainTimeout bounds how long clients of a replaced or removed proxy keep
+// their sessions.
+func (n *Node) drainTimeout() time.Duration {
+	if n.opts.DrainTimeout > 0 {
+		return n.opts.DrainTimeout
+	}
+	return 5 * time.Minute
+}
+
+// stopAccepting closes the proxy's listeners.
+func (rp *runningProxy) stopAccepting() {
+	for _, e := range rp.endpoints {
+		e.ln.Close()
+	}
+}
+
+// retire drains a proxy in the background: its clients may finish until
+// the timeout, then it closes.
+func (n *Node) retire(rp *runningProxy, timeout time.Duration) {
+	n.retiring.Add(1)
+	go func() {
+		defer n.retiring.Done()
+		ctx, cancel := context.WithTimeout(n.retireCtx, timeout)
+		defer cancel()
+		n.stopProxy(ctx, rp)
+	}()
 }
 
 func servesZone(p config.Proxy, zone string) bool {
@@ -228,7 +287,7 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 	version := func() string {
 		for _, t := range rp.targets {
 			if v := t.Health().Version; v != "" {
-				if v[0] != '5' {
+				if strings.Contains(v, "MariaDB") && !strings.HasPrefix(v, "5.5.5-") {
 					// MariaDB 10+ is announced with the 5.5.5- prefix, as the
 					// server itself does, so that old clients parse it.
 					return "5.5.5-" + v
@@ -347,6 +406,8 @@ func (n *Node) Close(ctx context.Context) {
 		n.stopProxy(ctx, rp)
 	}
 	n.mu.proxies = map[string]*runningProxy{}
+	n.stopRetiring()
+	n.retiring.Wait()
 	if n.mu.admin != nil {
 		_ = n.mu.admin.Shutdown(ctx)
 		n.mu.admin = nil

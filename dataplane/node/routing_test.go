@@ -119,3 +119,52 @@ func TestWriterFailover(t *testing.T) {
 	}
 	mustExec(t, db, "INSERT INTO f VALUES (2)")
 }
+
+// TestReloadDrains applies a changed configuration while a client is in a
+// transaction: Apply returns at once, the old client finishes on the old
+// proxy, new clients reach the new one, and a broken configuration leaves
+// the running one serving.
+func TestReloadDrains(t *testing.T) {
+	env := nodetest.StartSimple(t)
+	db := env.Open(t, "")
+	mustExec(t, db, "CREATE TABLE r (a INT)")
+	old, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	mustExec(t, old, "START TRANSACTION")
+	mustExec(t, old, "INSERT INTO r VALUES (1)")
+
+	next := *env.Config
+	next.Proxies = []config.Proxy{env.Config.Proxies[0]}
+	next.Proxies[0].IdleClientTimeout = config.Duration(time.Hour)
+	start := time.Now()
+	if err := env.Node.Apply(t.Context(), &next); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Apply took %s with a client in a transaction", d)
+	}
+	mustExec(t, old, "INSERT INTO r VALUES (2)")
+	mustExec(t, old, "COMMIT")
+	addr, _ := env.Node.Addr("main", "rw")
+	if got := queryString(t, nodetest.OpenAddr(t, addr, ""), "SELECT COUNT(*) FROM r"); got != "2" {
+		t.Fatalf("rows through the new proxy: %s", got)
+	}
+
+	broken := next
+	broken.Proxies = []config.Proxy{next.Proxies[0]}
+	broken.Proxies[0].IdleClientTimeout = config.Duration(2 * time.Hour)
+	broken.Proxies[0].Endpoints = []config.Endpoint{{Name: "rw", Address: "192.0.2.1:1"}} // not a local address
+	if err := env.Node.Apply(t.Context(), &broken); err == nil {
+		t.Fatal("Apply of an unbindable address succeeded")
+	}
+	addr, ok := env.Node.Addr("main", "rw")
+	if !ok {
+		t.Fatal("proxy gone after a failed apply")
+	}
+	if got := queryString(t, nodetest.OpenAddr(t, addr, ""), "SELECT COUNT(*) FROM r"); got != "2" {
+		t.Fatalf("rows after a failed apply: %s", got)
+	}
+}
