@@ -97,13 +97,16 @@ func NewTarget(opts TargetOptions) *Target {
 		done:    make(chan struct{}),
 	}
 	t.Pool = pool.New(pool.Options[Key, *Conn]{
-		Dial:           t.dial,
-		Validate:       func(ctx context.Context, c *Conn) error { return c.Ping(ctx) },
-		Alive:          (*Conn).Alive,
-		Max:            10,
-		MaxIdle:        5,
-		MaxLifetime:    opts.Pool.MaxLifetime.D(),
-		IdleCheckAfter: opts.Pool.IdleCheckAfter.D(),
+		Dial:     t.dial,
+		Validate: func(ctx context.Context, c *Conn) error { return c.Ping(ctx) },
+		Alive:    (*Conn).Alive,
+		// A connection handed back moments ago is alive; the monitor
+		// clears the pool when a server goes away.
+		AliveCheckAfter: 20 * time.Millisecond,
+		Max:             10,
+		MaxIdle:         5,
+		MaxLifetime:     opts.Pool.MaxLifetime.D(),
+		IdleCheckAfter:  opts.Pool.IdleCheckAfter.D(),
 	})
 	return t
 }

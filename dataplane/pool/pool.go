@@ -31,9 +31,10 @@ type Options[K comparable, C Resource] struct {
 	// Validate checks a connection that sat idle longer than IdleCheckAfter
 	// (a ping); nil skips validation.
 	Validate func(ctx context.Context, c C) error
-	// Alive is a cheap check run on every idle connection before it is
-	// lent (nil: none).
-	Alive func(c C) bool
+	// Alive is a cheap check run on an idle connection before it is lent
+	// when it sat idle longer than AliveCheckAfter (nil: none).
+	Alive           func(c C) bool
+	AliveCheckAfter time.Duration
 	// Max and MaxIdle bound open and idle connections (SetLimits changes
 	// them later).
 	Max, MaxIdle int
@@ -55,6 +56,8 @@ type entry[C Resource] struct {
 type grant[C Resource] struct {
 	e    entry[C]
 	conn bool // e holds a connection; otherwise a slot to dial one
+	// closed tells the waiter the pool closed: no connection, no slot.
+	closed bool
 }
 
 type waiter[K comparable, C Resource] struct {
@@ -157,6 +160,9 @@ func (p *Pool[K, C]) Get(ctx context.Context, key K) (C, error) {
 			if err != nil {
 				return zero, err
 			}
+			if g.closed {
+				return zero, ErrClosed
+			}
 			if g.conn {
 				if c, ok := p.checkIdle(ctx, g.e); ok {
 					return c, nil
@@ -203,7 +209,7 @@ func (p *Pool[K, C]) release() {
 func (p *Pool[K, C]) checkIdle(ctx context.Context, e entry[C]) (C, bool) {
 	now := p.opts.Now()
 	bad := p.opts.MaxLifetime > 0 && now.Sub(e.created) > p.opts.MaxLifetime
-	bad = bad || p.opts.Alive != nil && !p.opts.Alive(e.c)
+	bad = bad || p.opts.Alive != nil && now.Sub(e.idleAt) >= p.opts.AliveCheckAfter && !p.opts.Alive(e.c)
 	if !bad && p.opts.Validate != nil && p.opts.IdleCheckAfter > 0 && now.Sub(e.idleAt) > p.opts.IdleCheckAfter {
 		bad = p.opts.Validate(ctx, e.c) != nil
 	}
@@ -233,8 +239,9 @@ func (p *Pool[K, C]) wait(ctx context.Context, w *waiter[K, C]) (grant[C], error
 	for i, x := range p.mu.waiters {
 		if x == w {
 			p.mu.waiters = append(p.mu.waiters[:i], p.mu.waiters[i+1:]...)
+			err := fmt.Errorf("%w (%d of %d connections in use)", ErrBorrowTimeout, p.Stats0(), p.mu.max)
 			p.mu.Unlock()
-			return grant[C]{}, fmt.Errorf("%w (%d of %d connections in use)", ErrBorrowTimeout, p.Stats0(), p.mu.max)
+			return grant[C]{}, err
 		}
 	}
 	p.mu.Unlock()
@@ -276,10 +283,12 @@ func (p *Pool[K, C]) Put(key K, c C, reusable bool) {
 		}
 	}
 	if len(p.mu.waiters) > 0 {
-		// Someone waits for another key: trade this connection for a slot.
+		// Someone waits for another key: trade this connection for a slot,
+		// which stays open and becomes the waiter's borrowed one.
 		delete(p.mu.created, any(c))
 		w := p.mu.waiters[0]
 		p.mu.waiters = p.mu.waiters[1:]
+		p.mu.borrowed++
 		p.mu.Unlock()
 		_ = c.Close()
 		w.ch <- grant[C]{}
@@ -404,13 +413,9 @@ func (p *Pool[K, C]) Close() {
 	p.mu.Unlock()
 	p.CloseIdle()
 	for _, w := range ws {
-		// A slot grant makes the waiter dial; it fails fast on the closed
-		// pool's next Get, so hand it nothing usable: release its slot.
-		p.mu.Lock()
-		p.mu.open++
-		p.mu.borrowed++
-		p.mu.Unlock()
-		w.ch <- grant[C]{}
+		// Neither a connection nor a slot: a slot would make the waiter
+		// dial a new connection on the closed pool.
+		w.ch <- grant[C]{closed: true}
 	}
 }
 

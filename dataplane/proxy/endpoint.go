@@ -63,7 +63,9 @@ type Endpoint struct {
 	opts Options
 	log  hclog.Logger
 
-	wg sync.WaitGroup
+	wg        sync.WaitGroup
+	stopSweep chan struct{}
+	stopOnce  sync.Once
 	// readOnly holds variables the server refused to set (read-only ones
 	// that session tracking still reports); they are not restored.
 	readOnly sync.Map
@@ -86,7 +88,8 @@ func NewEndpoint(opts Options) *Endpoint {
 	if opts.MaxPacket == 0 {
 		opts.MaxPacket = config.DefaultMaxPacketSize
 	}
-	e := &Endpoint{opts: opts, log: opts.Logger.With("proxy", opts.Proxy.Name, "endpoint", opts.Endpoint.Name)}
+	e := &Endpoint{opts: opts, log: opts.Logger.With("proxy", opts.Proxy.Name, "endpoint", opts.Endpoint.Name),
+		stopSweep: make(chan struct{})}
 	e.mu.sessions = map[*clientConn]struct{}{}
 	return e
 }
@@ -100,6 +103,9 @@ func (e *Endpoint) Serve(ln net.Listener) error {
 	}
 	e.mu.ln = ln
 	e.mu.Unlock()
+	if idle := e.opts.Proxy.IdleClientTimeout.D(); idle > 0 {
+		go e.sweep(idle)
+	}
 	var delay time.Duration
 	for {
 		nc, err := ln.Accept()
@@ -124,6 +130,30 @@ func (e *Endpoint) Serve(ln net.Listener) error {
 	}
 }
 
+// sweep disconnects clients that waited for a command longer than idle:
+// it sets a past read deadline, and the connection's read reports the
+// timeout to the client. It runs until the endpoint is closed.
+func (e *Endpoint) sweep(idle time.Duration) {
+	period := min(max(idle/4, 10*time.Millisecond), time.Second)
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stopSweep:
+			return
+		case now := <-t.C:
+			cutoff := now.Add(-idle).UnixNano()
+			e.mu.Lock()
+			for s := range e.mu.sessions {
+				if s.waiting.Load() && s.idleSince.Load() < cutoff {
+					_ = s.c.NetConn().SetReadDeadline(now)
+				}
+			}
+			e.mu.Unlock()
+		}
+	}
+}
+
 // Clients returns the number of open client connections.
 func (e *Endpoint) Clients() int {
 	e.mu.Lock()
@@ -143,6 +173,7 @@ func (e *Endpoint) Close() {
 	}
 	e.mu.Unlock()
 	e.wg.Wait()
+	e.stopOnce.Do(func() { close(e.stopSweep) })
 }
 
 // Drain stops accepting, lets clients finish until ctx ends, then closes
@@ -157,6 +188,7 @@ func (e *Endpoint) Drain(ctx context.Context) {
 	go func() { e.wg.Wait(); close(done) }()
 	select {
 	case <-done:
+		e.stopOnce.Do(func() { close(e.stopSweep) })
 	case <-ctx.Done():
 		e.Close()
 	}

@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -23,6 +24,9 @@ import (
 	"github.com/dbproxy/dbproxy/dataplane/pool"
 	"github.com/dbproxy/dbproxy/dataplane/session"
 )
+
+// clientReadBuffer is the read buffer each client connection keeps.
+const clientReadBuffer = 512
 
 // handshakeMaxPacket bounds packets before authentication.
 const handshakeMaxPacket = 64 << 10
@@ -92,6 +96,11 @@ type clientConn struct {
 
 	queries, errs prometheus.Counter
 	latency       prometheus.Observer
+
+	// waiting is true while the connection waits for a command, since
+	// idleSince (unix nanoseconds); the endpoint's sweeper reads both.
+	waiting   atomic.Bool
+	idleSince atomic.Int64
 }
 
 func newSession(e *Endpoint, nc net.Conn) *clientConn {
@@ -164,13 +173,15 @@ func (s *clientConn) serve() {
 		s.logger().Debug("client logged in", "tls", s.tls, "db", s.schema)
 	}
 	s.c.ReleaseBuffers()
-	idle := e.opts.Proxy.IdleClientTimeout.D()
+	// The endpoint's sweeper enforces idle_client_timeout (see sweep): no
+	// timer is touched per command.
+	s.c.UseOwnReader(clientReadBuffer)
+	s.idleSince.Store(time.Now().UnixNano())
 	for {
-		if idle > 0 {
-			_ = s.c.NetConn().SetReadDeadline(time.Now().Add(idle))
-		}
 		s.c.Seq = 0
+		s.waiting.Store(true)
 		pkt, err := s.c.ReadPacket()
+		s.waiting.Store(false)
 		if err != nil {
 			s.readFailed(err)
 			return
@@ -192,6 +203,7 @@ func (s *clientConn) serve() {
 			return
 		}
 		s.c.ReleaseBuffers()
+		s.idleSince.Store(time.Now().UnixNano())
 	}
 }
 

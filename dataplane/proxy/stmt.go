@@ -119,10 +119,10 @@ func (s *clientConn) backendStmt(be *backend.Conn, st *clientStmt) (*backend.Stm
 // execute rewrites the statement id (and, when the client relies on
 // types bound earlier, adds them) and relays the result.
 func (s *clientConn) execute(pkt []byte) error {
-	_, st, ok := s.stmtID(pkt)
+	id, st, ok := s.stmtID(pkt)
 	if !ok {
 		s.countErr()
-		return s.sendErr(unknownStmt(binary.LittleEndian.Uint32(pkt[1:min(len(pkt), 5)]), "mysqld_stmt_execute"))
+		return s.sendErr(unknownStmt(id, "mysqld_stmt_execute"))
 	}
 	if len(pkt) < 10 {
 		return s.sendErr(mysql.NewSQLError(mysql.ERWrongArguments, "Incorrect arguments to mysqld_stmt_execute"))
@@ -283,7 +283,7 @@ func (s *clientConn) resetStmt(pkt []byte) error {
 	id, st, ok := s.stmtID(pkt)
 	if !ok {
 		s.countErr()
-		return s.sendErr(unknownStmt(binary.LittleEndian.Uint32(pkt[1:min(len(pkt), 5)]), "mysqld_stmt_reset"))
+		return s.sendErr(unknownStmt(id, "mysqld_stmt_reset"))
 	}
 	_ = id
 	if (st.cursor || st.longData) && s.be != nil {
