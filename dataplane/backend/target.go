@@ -405,7 +405,12 @@ func (t *Target) Get(ctx context.Context, key Key) (*Conn, error) {
 // reset and re-initialised first; a broken one, or one in an unexpected
 // state, is closed.
 func (t *Target) Put(c *Conn) {
-	reusable := !c.Broken && c.Status&mysql.StatusInTrans == 0
+	if c.Status&mysql.StatusInTrans != 0 {
+		// An open transaction must not reach another client: the reset
+		// below rolls it back.
+		c.Dirty = true
+	}
+	reusable := !c.Broken
 	if reusable && c.Dirty {
 		_ = c.NetConn().SetDeadline(time.Now().Add(t.opts.DialTimeout))
 		err := c.ResetConnection()
