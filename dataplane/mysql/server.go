@@ -35,6 +35,10 @@ type ServerConfig struct {
 	// FastAuth remembers users that completed caching_sha2_password full
 	// authentication, as MySQL's server-side cache does.
 	FastAuth *FastAuthCache
+	// GreetingPlugin is the method named in the greeting (default
+	// mysql_native_password); clients that answer with another get an
+	// auth switch.
+	GreetingPlugin string
 }
 
 // FastAuthCache remembers which (user, password) pairs completed a full
@@ -95,7 +99,11 @@ func ServerHandshake(c *Conn, connID uint32, cfg *ServerConfig) (*HandshakeResul
 		caps &^= ClientSSL
 	}
 	c.Seq = 0
-	if err := c.WritePacket(appendGreeting(nil, connID, cfg.Version, scramble, caps, cfg.Collation)); err != nil {
+	plugin := cfg.GreetingPlugin
+	if plugin == "" {
+		plugin = AuthNativePassword
+	}
+	if err := c.WritePacket(appendGreeting(nil, connID, cfg.Version, scramble, caps, cfg.Collation, plugin)); err != nil {
 		return nil, fmt.Errorf("write greeting: %w", err)
 	}
 	if err := c.Flush(); err != nil {
@@ -300,7 +308,7 @@ func ChangeUser(c *Conn, pkt []byte, caps uint32, isTLS bool, cfg *ServerConfig)
 	return res, nil
 }
 
-func appendGreeting(b []byte, connID uint32, version string, scramble []byte, caps uint32, collation byte) []byte {
+func appendGreeting(b []byte, connID uint32, version string, scramble []byte, caps uint32, collation byte, plugin string) []byte {
 	b = append(b, 10)
 	b = append(b, version...)
 	b = append(b, 0)
@@ -315,7 +323,7 @@ func appendGreeting(b []byte, connID uint32, version string, scramble []byte, ca
 	b = append(b, make([]byte, 10)...)
 	b = append(b, scramble[8:20]...)
 	b = append(b, 0)
-	b = append(b, AuthNativePassword...)
+	b = append(b, plugin...)
 	return append(b, 0)
 }
 

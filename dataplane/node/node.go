@@ -279,8 +279,13 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 	for _, t := range rp.targets {
 		t.Start()
 	}
+	greeting := mysql.AuthNativePassword
+	if len(pc.Auth) > 0 && allSHA2(pc.Auth) {
+		greeting = mysql.AuthCachingSHA2Password
+	}
 	server := &mysql.ServerConfig{
-		Caps: proxy.ClientCaps, Collation: backend.DefaultCollation, TLS: n.tls, RequireTLS: pc.RequireTLS,
+		GreetingPlugin: greeting,
+		Caps:           proxy.ClientCaps, Collation: backend.DefaultCollation, TLS: n.tls, RequireTLS: pc.RequireTLS,
 		RSAKey: n.rsaKey, RSAPublicPEM: n.rsaPEM, FastAuth: n.fast,
 		Lookup: func(user string) (mysql.Credential, bool) { c, ok := creds[user]; return c, ok },
 	}
@@ -317,6 +322,16 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 		log.Info("endpoint listening", "endpoint", ec.Name, "address", ln.Addr().String(), "role", ec.TargetRole)
 	}
 	return rp, nil
+}
+
+// allSHA2 reports whether every auth block asks for caching_sha2_password.
+func allSHA2(auth []config.Auth) bool {
+	for _, a := range auth {
+		if a.ClientPasswordAuthType != config.AuthCachingSHA2Password {
+			return false
+		}
+	}
+	return true
 }
 
 func (n *Node) stopProxy(ctx context.Context, rp *runningProxy) {

@@ -146,7 +146,7 @@ func (e *Endpoint) sweep(idle time.Duration) {
 			e.mu.Lock()
 			for s := range e.mu.sessions {
 				if s.waiting.Load() && s.idleSince.Load() < cutoff {
-					_ = s.c.NetConn().SetReadDeadline(now)
+					s.expire(now)
 				}
 			}
 			e.mu.Unlock()

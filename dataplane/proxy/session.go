@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -101,6 +102,32 @@ type clientConn struct {
 	// idleSince (unix nanoseconds); the endpoint's sweeper reads both.
 	waiting   atomic.Bool
 	idleSince atomic.Int64
+	// expireMu orders the sweeper's deadline with the end of a wait;
+	// expired is true while a deadline set by the sweeper is in place.
+	expireMu sync.Mutex
+	expired  bool
+}
+
+// endWait marks the end of waiting for a command and lifts a deadline the
+// sweeper set just as the command arrived.
+func (s *clientConn) endWait() {
+	s.expireMu.Lock()
+	s.waiting.Store(false)
+	if s.expired {
+		s.expired = false
+		_ = s.c.NetConn().SetReadDeadline(time.Time{})
+	}
+	s.expireMu.Unlock()
+}
+
+// expire is the sweeper's side: it interrupts a client still waiting.
+func (s *clientConn) expire(now time.Time) {
+	s.expireMu.Lock()
+	if s.waiting.Load() {
+		s.expired = true
+		_ = s.c.NetConn().SetReadDeadline(now)
+	}
+	s.expireMu.Unlock()
 }
 
 func newSession(e *Endpoint, nc net.Conn) *clientConn {
@@ -181,7 +208,7 @@ func (s *clientConn) serve() {
 		s.c.Seq = 0
 		s.waiting.Store(true)
 		pkt, err := s.c.ReadPacket()
-		s.waiting.Store(false)
+		s.endWait()
 		if err != nil {
 			s.readFailed(err)
 			return
