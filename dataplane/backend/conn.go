@@ -72,6 +72,9 @@ type Conn struct {
 	// SET statements (user variables, temporary tables, locks): it is reset
 	// before reuse.
 	Dirty bool
+	// VarsFP fingerprints Vars as the client session that last synced the
+	// connection computed it (0: unknown).
+	VarsFP uint64
 	// SyncedWith and SyncedGen identify the client session state the
 	// connection was last brought in line with (a cheap check that skips
 	// the comparison).
@@ -390,7 +393,7 @@ func (c *Conn) ResetConnection() error {
 	c.LastInsertID = 0
 	c.MultiStatements = true
 	c.Dirty = false
-	c.SyncedWith, c.SyncedGen = 0, 0
+	c.SyncedWith, c.SyncedGen, c.VarsFP = 0, 0, 0
 	return nil
 }
 

@@ -8,6 +8,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"hash/maphash"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -64,6 +65,7 @@ type Endpoint struct {
 	log  hclog.Logger
 
 	wg        sync.WaitGroup
+	seed      maphash.Seed
 	stopSweep chan struct{}
 	stopOnce  sync.Once
 	// readOnly holds variables the server refused to set (read-only ones
@@ -89,7 +91,7 @@ func NewEndpoint(opts Options) *Endpoint {
 		opts.MaxPacket = config.DefaultMaxPacketSize
 	}
 	e := &Endpoint{opts: opts, log: opts.Logger.With("proxy", opts.Proxy.Name, "endpoint", opts.Endpoint.Name),
-		stopSweep: make(chan struct{})}
+		stopSweep: make(chan struct{}), seed: maphash.MakeSeed()}
 	e.mu.sessions = map[*clientConn]struct{}{}
 	return e
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"maps"
 	"net"
@@ -70,6 +71,8 @@ type clientConn struct {
 	multiStmt    bool
 	lastInsertID uint64
 	gen          uint64
+	// varsFP fingerprints vars (see fingerprint); 0 before initState.
+	varsFP uint64
 
 	// be is the database connection held between commands (transaction,
 	// pin, open cursor, pending long data); nil when none is held.
@@ -365,6 +368,7 @@ func (s *clientConn) initState(t *backend.Target) {
 		s.vars["collation_connection"] = coll
 	}
 	s.stateReady = true
+	s.varsFP = s.fingerprint(s.vars)
 	s.gen++
 }
 
@@ -438,6 +442,12 @@ func (s *clientConn) sync(be *backend.Conn) error {
 	if be.SyncedWith == s.id && be.SyncedGen == s.gen {
 		return nil
 	}
+	if s.varsFP != 0 && be.VarsFP == s.varsFP && (s.schema == be.Schema || s.schema == "") &&
+		be.LastInsertID == s.lastInsertID && be.MultiStatements == s.multiStmt {
+		// Same restorable variables (by fingerprint): nothing to send.
+		be.SyncedWith, be.SyncedGen = s.id, s.gen
+		return nil
+	}
 	if s.schema != be.Schema && s.schema != "" {
 		if err := be.InitDB(s.schema); err != nil {
 			return err
@@ -505,7 +515,26 @@ func (s *clientConn) sync(be *backend.Conn) error {
 		}
 	}
 	be.SyncedWith, be.SyncedGen = s.id, s.gen
+	be.VarsFP = s.varsFP
 	return nil
+}
+
+// fingerprint hashes the restorable variables of m, independently of
+// their order; never 0.
+func (s *clientConn) fingerprint(m map[string]string) uint64 {
+	var sum uint64
+	for k, v := range m {
+		if ignoredVar(k) || s.ep.readOnlyVar(k) {
+			continue
+		}
+		var h maphash.Hash
+		h.SetSeed(s.ep.seed)
+		h.WriteString(k)
+		h.WriteByte(0)
+		h.WriteString(v)
+		sum += h.Sum64()
+	}
+	return sum | 1
 }
 
 // mustHold reports whether the session keeps its database connection
@@ -623,6 +652,14 @@ func (s *clientConn) setTxGauge(on bool) {
 // applyOK records what a terminal OK packet says about the session.
 func (s *clientConn) applyOK(be *backend.Conn, ok mysql.OK, cls session.Class) {
 	sc := be.ApplyOK(ok)
+	if sc.Vars != nil {
+		defer func() {
+			// The connection was in line with the session before the
+			// statement and both took the same changes.
+			s.varsFP = s.fingerprint(s.vars)
+			be.VarsFP = s.varsFP
+		}()
+	}
 	for k, v := range sc.Vars {
 		if !ignoredVar(k) {
 			s.vars[k] = v
@@ -810,6 +847,7 @@ func (s *clientConn) resetSession() {
 	s.pins = nil
 	s.stateReady = false
 	s.vars = nil
+	s.varsFP = 0
 	s.lastInsertID = 0
 	s.multiStmt = s.caps&mysql.ClientMultiStatements != 0
 	s.stmts = nil
