@@ -8,8 +8,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"net"
 	"os"
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
@@ -24,23 +27,39 @@ func (d Duration) MarshalJSON() ([]byte, error) {
 	return json.Marshal(time.Duration(d).String())
 }
 
-// UnmarshalJSON accepts a duration string or a number of seconds.
+// UnmarshalJSON accepts a duration string or a number of seconds; null
+// leaves the value unset.
 func (d *Duration) UnmarshalJSON(b []byte) error {
+	if string(b) == "null" {
+		return nil
+	}
 	var s string
 	if err := json.Unmarshal(b, &s); err != nil {
 		var secs float64
-		if err2 := json.Unmarshal(b, &secs); err2 != nil {
-			return fmt.Errorf("duration must be a string such as \"30s\" or a number of seconds")
+		if err2 := json.Unmarshal(b, &secs); err2 != nil || math.Abs(secs) > math.MaxInt64/float64(time.Second) {
+			return durationError(string(b))
 		}
 		*d = Duration(secs * float64(time.Second))
 		return nil
 	}
 	v, err := time.ParseDuration(s)
 	if err != nil {
-		return fmt.Errorf("invalid duration %q: %w", s, err)
+		return durationError(strconv.Quote(s))
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// durationError is a json.UnmarshalTypeError so that the decoder adds the
+// path of the field to it.
+func durationError(value string) error {
+	if len(value) > 40 {
+		value = value[:40] + "..."
+	}
+	return &json.UnmarshalTypeError{
+		Value: value + ` (want a duration such as "30s" or a number of seconds)`,
+		Type:  reflect.TypeFor[Duration](),
+	}
 }
 
 // D returns the value as a time.Duration.
@@ -211,6 +230,9 @@ func Parse(b []byte) (*Config, error) {
 	if err := dec.Decode(&c); err != nil {
 		return nil, fmt.Errorf("parse config: %w", err)
 	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, fmt.Errorf("parse config: unexpected data after the top-level object")
+	}
 	c.ApplyDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -299,6 +321,13 @@ func (c *Config) Validate() error {
 			bad(f+".username", "is required")
 		}
 	}
+	// Zero means the default to the consumers of these two.
+	if c.Node.MaxPacketSize < 0 {
+		bad("node.max_packet_size", "must not be negative, got %d", c.Node.MaxPacketSize)
+	}
+	if c.Node.HandshakeTimeout < 0 {
+		bad("node.handshake_timeout", "must not be negative")
+	}
 	addrs := map[string]string{}
 	names := map[string]bool{}
 	for i, p := range c.Proxies {
@@ -312,6 +341,12 @@ func (c *Config) Validate() error {
 		names[p.Name] = true
 		if p.EngineFamily != "MYSQL" {
 			bad(f+".engine_family", "must be MYSQL, got %q", p.EngineFamily)
+		}
+		if p.IdleClientTimeout < 0 {
+			bad(f+".idle_client_timeout", "must not be negative")
+		}
+		if p.MaxClientConnections < 0 {
+			bad(f+".max_client_connections", "must not be negative, got %d", p.MaxClientConnections)
 		}
 		if len(p.Auth) == 0 {
 			bad(f+".auth", "at least one auth block is required")

@@ -137,6 +137,9 @@ func clientHandshake(c *Conn, cfg DialConfig) (ServerInfo, error) {
 		return ServerInfo{}, fmt.Errorf("server does not speak protocol 4.1")
 	}
 	caps := cfg.Caps&g.Caps | ClientProtocol41 | ClientSecureConnection | ClientPluginAuth
+	// The response below is written in exactly this form: a flag for a part
+	// that is not written would make the server misread what follows.
+	caps &^= ClientConnectWithDB | ClientSSL | ClientConnectAttrs
 	if cfg.DB != "" {
 		caps |= ClientConnectWithDB
 	}
@@ -201,9 +204,15 @@ func clientHandshake(c *Conn, cfg DialConfig) (ServerInfo, error) {
 
 func authResponse(plugin string, scramble []byte, password string, isTLS bool) ([]byte, error) {
 	switch plugin {
-	case AuthNativePassword:
-		return ScrambleNative(scramble, password), nil
-	case AuthCachingSHA2Password:
+	case AuthNativePassword, AuthCachingSHA2Password:
+		// The scramble comes from the server: a short one must fail the
+		// login, not panic in the hash functions that take 20 bytes.
+		if len(scramble) < 20 {
+			return nil, malformed(fmt.Sprintf("%s scramble of %d bytes", plugin, len(scramble)))
+		}
+		if plugin == AuthNativePassword {
+			return ScrambleNative(scramble, password), nil
+		}
 		return ScrambleCachingSHA2(scramble, password), nil
 	case AuthClearPassword:
 		if !isTLS {
@@ -273,6 +282,14 @@ func clientAuthLoop(c *Conn, cfg DialConfig, plugin string, scramble []byte, isT
 					keyPkt, err := c.ReadPacket()
 					if err != nil {
 						return fmt.Errorf("read server public key: %w", err)
+					}
+					if len(keyPkt) > 0 && keyPkt[0] == ErrPacket {
+						// The server refuses to send a key: say why.
+						e, err := ParseErr(keyPkt)
+						if err != nil {
+							return err
+						}
+						return e
 					}
 					if len(keyPkt) < 2 || keyPkt[0] != AuthMoreData {
 						return fmt.Errorf("bad public key packet")

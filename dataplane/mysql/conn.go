@@ -89,10 +89,17 @@ func NewConn(nc net.Conn, pool *BufferPool) *Conn {
 // while it is idle: a command then costs one read system call instead of
 // two (header, then payload), for a few hundred bytes per connection.
 func (c *Conn) UseOwnReader(size int) {
+	var src io.Reader = c.nc
+	if c.br != nil && c.br.Buffered() > 0 {
+		// A client may have pipelined a command behind its login: the new
+		// reader serves the bytes already read ahead first.
+		b, _ := c.br.Peek(c.br.Buffered())
+		src = &bufferedConn{Conn: c.nc, pending: append([]byte(nil), b...)}
+	}
 	if c.br != nil && c.br != c.ownReader {
 		c.pool.putReader(c.br)
 	}
-	c.ownReader = bufio.NewReaderSize(c.nc, size)
+	c.ownReader = bufio.NewReaderSize(src, size)
 	c.br = c.ownReader
 }
 

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dbproxy/dbproxy/dataplane/backend"
 	"github.com/dbproxy/dbproxy/dataplane/config"
@@ -65,6 +66,7 @@ type Endpoint struct {
 	log  hclog.Logger
 
 	wg        sync.WaitGroup
+	m         *endpointMetrics
 	seed      maphash.Seed
 	stopSweep chan struct{}
 	stopOnce  sync.Once
@@ -93,7 +95,28 @@ func NewEndpoint(opts Options) *Endpoint {
 	e := &Endpoint{opts: opts, log: opts.Logger.With("proxy", opts.Proxy.Name, "endpoint", opts.Endpoint.Name),
 		stopSweep: make(chan struct{}), seed: maphash.MakeSeed()}
 	e.mu.sessions = map[*clientConn]struct{}{}
+	if m := opts.Metrics; m != nil {
+		pn, en := opts.Proxy.Name, opts.Endpoint.Name
+		e.m = &endpointMetrics{
+			queries: m.Queries.WithLabelValues(pn, en),
+			errs:    m.QueryErrors.WithLabelValues(pn, en),
+			latency: m.QueryDuration.WithLabelValues(pn, en),
+		}
+		for i, tls := range []string{"false", "true"} {
+			e.m.open[i] = m.ClientConnections.WithLabelValues(pn, en, tls)
+			e.m.total[i] = m.ClientConnectionsTotal.WithLabelValues(pn, en, tls)
+		}
+	}
 	return e
+}
+
+// endpointMetrics are the endpoint's collectors with their labels bound,
+// so that a connection looks nothing up. Index 0 is plain, 1 TLS.
+type endpointMetrics struct {
+	queries, errs prometheus.Counter
+	latency       prometheus.Observer
+	open          [2]prometheus.Gauge
+	total         [2]prometheus.Counter
 }
 
 // Serve accepts connections on ln until Close.
@@ -198,9 +221,7 @@ func (e *Endpoint) Drain(ctx context.Context) {
 
 func (e *Endpoint) handle(nc net.Conn) {
 	defer e.wg.Done()
-	if tc, ok := nc.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
+	// Go turns on TCP_NODELAY for accepted connections already.
 	lim := e.opts.Limits
 	if lim != nil && lim.clients.Add(1) > lim.MaxClients {
 		lim.clients.Add(-1)

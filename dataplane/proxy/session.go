@@ -138,6 +138,7 @@ func newSession(e *Endpoint, nc net.Conn) *clientConn {
 	c := mysql.NewConn(nc, e.opts.Buffers)
 	// Until the client has logged in it may send only small packets.
 	c.MaxPacket = handshakeMaxPacket
+	c.UseOwnReader(clientReadBuffer)
 	return &clientConn{ep: e, id: id, c: c, role: e.opts.Endpoint.TargetRole}
 }
 
@@ -185,19 +186,15 @@ func (s *clientConn) serve() {
 	s.schema = res.DB
 	s.multiStmt = res.Caps&mysql.ClientMultiStatements != 0
 	s.log = nil
-	tlsLabel := "false"
-	if s.tls {
-		tlsLabel = "true"
-	}
-	if m := e.opts.Metrics; m != nil {
-		pn, en := e.opts.Proxy.Name, e.opts.Endpoint.Name
-		m.ClientConnectionsTotal.WithLabelValues(pn, en, tlsLabel).Inc()
-		g := m.ClientConnections.WithLabelValues(pn, en, tlsLabel)
-		g.Inc()
-		defer g.Dec()
-		s.queries = m.Queries.WithLabelValues(pn, en)
-		s.errs = m.QueryErrors.WithLabelValues(pn, en)
-		s.latency = m.QueryDuration.WithLabelValues(pn, en)
+	if em := e.m; em != nil {
+		i := 0
+		if s.tls {
+			i = 1
+		}
+		em.total[i].Inc()
+		em.open[i].Inc()
+		defer em.open[i].Dec()
+		s.queries, s.errs, s.latency = em.queries, em.errs, em.latency
 	}
 	if e.opts.Proxy.DebugLogging {
 		s.logger().Debug("client logged in", "tls", s.tls, "db", s.schema)
@@ -205,7 +202,6 @@ func (s *clientConn) serve() {
 	s.c.ReleaseBuffers()
 	// The endpoint's sweeper enforces idle_client_timeout (see sweep): no
 	// timer is touched per command.
-	s.c.UseOwnReader(clientReadBuffer)
 	s.idleSince.Store(time.Now().UnixNano())
 	for {
 		s.c.Seq = 0

@@ -71,7 +71,7 @@ func Classify(sql string) Class {
 				add(PinUserVariable)
 			}
 			r := strings.TrimSpace(rest)
-			if strings.HasPrefix(r, "transaction") {
+			if r == "transaction" || strings.HasPrefix(r, "transaction ") || setsNextTransaction(st) {
 				add(PinNextTransaction)
 			}
 			if strings.Contains(st, "session_track_") {
@@ -82,10 +82,12 @@ func Classify(sql string) Class {
 		case "call", "execute":
 			c.MayChangeState = true
 		case "create":
-			if strings.Contains(st, " temporary ") && strings.Contains(st, " table") {
+			if strings.Contains(st, " temporary ") && (strings.Contains(st, " table") || strings.Contains(st, " sequence")) {
 				add(PinTemporaryTable)
 			}
-		case "lock":
+		case "lock", "backup":
+			// BACKUP LOCK and BACKUP STAGE hold MariaDB backup locks in the
+			// session.
 			add(PinTableLock)
 		case "flush":
 			if strings.Contains(st, "read lock") || strings.Contains(st, " for export") {
@@ -105,16 +107,27 @@ func Classify(sql string) Class {
 		if first != "set" && hasUserVarAssignment(st) {
 			add(PinUserVariable)
 		}
-		if strings.Contains(st, "get_lock(") {
+		// Outside IGNORE_SPACE's list, a function name may be followed by
+		// white space (or a comment) before its parenthesis.
+		fn := strings.ReplaceAll(st, " (", "(")
+		if strings.Contains(fn, "get_lock(") {
 			add(PinNamedLock)
 		}
 		if strings.Contains(st, "sql_calc_found_rows") {
 			add(PinFoundRows)
 		}
-		if i := strings.Index(st, "last_insert_id("); i >= 0 && !strings.HasPrefix(strings.TrimSpace(st[i+len("last_insert_id("):]), ")") {
-			add(PinLastInsertIDSet)
+		for rest := fn; ; {
+			i := strings.Index(rest, "last_insert_id(")
+			if i < 0 {
+				break
+			}
+			rest = rest[i+len("last_insert_id("):]
+			if !strings.HasPrefix(strings.TrimSpace(rest), ")") {
+				add(PinLastInsertIDSet)
+				break
+			}
 		}
-		if strings.Contains(st, "found_rows(") || strings.Contains(st, "row_count(") {
+		if strings.Contains(fn, "found_rows(") || strings.Contains(fn, "row_count(") {
 			c.UsesPrevious = true
 		}
 	}
@@ -122,7 +135,8 @@ func Classify(sql string) Class {
 }
 
 func firstWord(s string) (string, string) {
-	i := strings.IndexAny(s, " \t\r\n(")
+	// A keyword ends at anything but a letter: "set@a=1", "use`db`".
+	i := strings.IndexFunc(s, func(r rune) bool { return (r < 'a' || r > 'z') && r != '_' })
 	if i < 0 {
 		return s, ""
 	}
@@ -142,7 +156,11 @@ func hasUserVar(s string) bool {
 			}
 			continue
 		}
-		if i+1 < len(s) && (isIdent(s[i+1]) || s[i+1] == '?') {
+		if i > 0 && (s[i-1] == '?' || s[i-1] == '`') {
+			// 'user'@'host' in account names, not a variable.
+			continue
+		}
+		if i+1 < len(s) && (isIdent(s[i+1]) || s[i+1] == '?' || s[i+1] == '`') {
 			return true
 		}
 	}
@@ -185,6 +203,7 @@ func normalize(s string) string {
 	var b strings.Builder
 	b.Grow(len(s))
 	space := false
+	inExec := false
 	emit := func(c byte) {
 		if c == ' ' || c == '\t' || c == '\n' || c == '\r' {
 			if !space {
@@ -220,7 +239,8 @@ func normalize(s string) string {
 				i++
 			}
 			if q == '`' {
-				emit('x')
+				// Not a letter, so that it never joins a keyword before it.
+				emit('`')
 			} else {
 				emit('?')
 			}
@@ -230,9 +250,14 @@ func normalize(s string) string {
 			}
 			emit(' ')
 		case c == '/' && i+1 < len(s) && s[i+1] == '*':
-			if i+2 < len(s) && s[i+2] == '!' {
-				// Executable comment: skip the marker and version, keep the body.
+			if i+2 < len(s) && s[i+2] == '!' || i+3 < len(s) && s[i+2] == 'M' && s[i+3] == '!' {
+				// Executable comment (MariaDB's /*M! too): skip the marker
+				// and version, keep the body.
+				if s[i+2] == 'M' {
+					i++
+				}
 				i += 3
+				inExec = true
 				for i < len(s) && s[i] >= '0' && s[i] <= '9' {
 					i++
 				}
@@ -247,8 +272,9 @@ func normalize(s string) string {
 				i += 2 + end + 1
 			}
 			emit(' ')
-		case c == '*' && i+1 < len(s) && s[i+1] == '/':
+		case inExec && c == '*' && i+1 < len(s) && s[i+1] == '/':
 			// End of an executable comment.
+			inExec = false
 			i++
 			emit(' ')
 		default:
@@ -288,7 +314,8 @@ func SubstitutePrevious(sql string, foundRows, rowCount int64) string {
 			b.WriteString(sql[i:j])
 			i = j
 			continue
-		case c == '/' && i+1 < len(sql) && sql[i+1] == '*' && (i+2 >= len(sql) || sql[i+2] != '!'):
+		case c == '/' && i+1 < len(sql) && sql[i+1] == '*' && (i+2 >= len(sql) || sql[i+2] != '!') &&
+			(i+3 >= len(sql) || sql[i+2] != 'M' || sql[i+3] != '!'):
 			end := strings.Index(sql[i+2:], "*/")
 			j := len(sql)
 			if end >= 0 {
@@ -298,16 +325,15 @@ func SubstitutePrevious(sql string, foundRows, rowCount int64) string {
 			i = j
 			continue
 		}
-		if (i == 0 || !isIdent(sql[i-1])) && len(sql)-i >= 10 {
-			rest := strings.ToLower(sql[i:min(len(sql), i+12)])
-			if strings.HasPrefix(rest, "found_rows()") {
-				b.WriteString(fmt.Sprint(foundRows))
-				i += 12
+		if i == 0 || !isIdent(sql[i-1]) {
+			if end := callEnd(sql, i, "found_rows"); end > 0 {
+				fmt.Fprint(&b, foundRows)
+				i = end
 				continue
 			}
-			if strings.HasPrefix(rest, "row_count()") {
-				b.WriteString(fmt.Sprint(rowCount))
-				i += 11
+			if end := callEnd(sql, i, "row_count"); end > 0 {
+				fmt.Fprint(&b, rowCount)
+				i = end
 				continue
 			}
 		}
@@ -315,4 +341,40 @@ func SubstitutePrevious(sql string, foundRows, rowCount int64) string {
 		i++
 	}
 	return b.String()
+}
+
+// callEnd reports where a call of the argument-less function name starting
+// at sql[i] ends ("name()", "NAME ( )"), or 0 when there is none.
+func callEnd(sql string, i int, name string) int {
+	if len(sql)-i < len(name) || !strings.EqualFold(sql[i:i+len(name)], name) {
+		return 0
+	}
+	j := i + len(name)
+	skip := func() {
+		for j < len(sql) && (sql[j] == ' ' || sql[j] == '\t' || sql[j] == '\r' || sql[j] == '\n') {
+			j++
+		}
+	}
+	skip()
+	if j >= len(sql) || sql[j] != '(' {
+		return 0
+	}
+	j++
+	skip()
+	if j >= len(sql) || sql[j] != ')' {
+		return 0
+	}
+	return j + 1
+}
+
+// setsNextTransaction reports SET @@transaction_isolation = ... and the like
+// without a scope: like SET TRANSACTION, they apply to the next transaction
+// only, which session tracking does not report.
+func setsNextTransaction(st string) bool {
+	for _, v := range []string{"@@transaction_isolation", "@@tx_isolation", "@@transaction_read_only", "@@tx_read_only"} {
+		if strings.Contains(st, v) {
+			return true
+		}
+	}
+	return false
 }
