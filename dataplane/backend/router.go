@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"time"
 
 	"github.com/dbproxy/dbproxy/dataplane/config"
 )
@@ -39,6 +40,24 @@ func (r *Router) Notify() {
 	close(r.mu.changed)
 	r.mu.changed = make(chan struct{})
 	r.mu.Unlock()
+}
+
+// Wait blocks until the routing changes, d passes (true) or ctx ends
+// (false).
+func (r *Router) Wait(ctx context.Context, d time.Duration) bool {
+	r.mu.Lock()
+	ch := r.mu.changed
+	r.mu.Unlock()
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ch:
+		return true
+	case <-t.C:
+		return ctx.Err() == nil
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // Targets returns the router's targets.

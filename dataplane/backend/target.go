@@ -102,7 +102,7 @@ func NewTarget(opts TargetOptions) *Target {
 		Alive:    (*Conn).Alive,
 		// A connection handed back moments ago is alive; the monitor
 		// clears the pool when a server goes away.
-		AliveCheckAfter: 20 * time.Millisecond,
+		AliveCheckAfter: time.Millisecond,
 		Max:             10,
 		MaxIdle:         5,
 		MaxLifetime:     opts.Pool.MaxLifetime.D(),

@@ -96,9 +96,13 @@ func TestWriterFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Promote once the node has seen the writer go.
+	writer := env.Node.Targets("main")[0]
+	promoted := make(chan struct{})
+	defer func() { <-promoted }()
 	go func() {
+		defer close(promoted)
 		deadline := time.Now().Add(20 * time.Second)
-		for env.Node.Targets("main")[0].Health().Healthy && time.Now().Before(deadline) {
+		for writer.Health().Healthy && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		if err := reps[0].Promote(t.Context()); err != nil {

@@ -921,11 +921,15 @@ func (s *clientConn) borrow(key backend.Key) (*backend.Conn, *mysql.SQLError) {
 			if errors.As(err, &se) {
 				return nil, mysql.NewSQLError(se.Num, "dbproxy: cannot connect to database target %s: %s", t.Name(), se.Message)
 			}
-			if attempt < 2 && ctx.Err() == nil {
+			// The server is unreachable: the monitor re-checks it at once
+			// (Get asked it to). Wait for the routing to change, or retry
+			// after a short pause, until the borrow timeout: a failover
+			// then looks like a slow borrow, not an error.
+			if s.ep.opts.Router.Wait(ctx, min(time.Duration(attempt+1)*50*time.Millisecond, time.Second)) {
 				continue
 			}
 			s.logger().Warn("cannot connect to database target", "target", t.Name(), "error", err)
-			return nil, mysql.NewSQLError(mysql.ERLostConnectionToBackend, "dbproxy: cannot connect to database target %s", t.Name())
+			return nil, mysql.NewSQLError(mysql.ERLostConnectionToBackend, "dbproxy: cannot connect to database target %s within %s", t.Name(), timeout)
 		}
 	}
 	return be, nil
