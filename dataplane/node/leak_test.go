@@ -15,15 +15,16 @@ import (
 // model is what one client expects its session to look like, as it would
 // on its own direct connection.
 type model struct {
-	userVar    string // "NULL" when unset
-	sqlMode    string
-	timeZone   string
-	charset    string
-	collation  string
-	db         string
-	autocommit string
-	tempTable  bool
-	lock       bool
+	userVar      string // "NULL" when unset
+	sqlMode      string
+	timeZone     string
+	charset      string
+	collation    string
+	db           string
+	autocommit   string
+	tempTable    bool
+	lock         bool
+	textPrepared bool
 }
 
 func (m model) String() string {
@@ -148,7 +149,7 @@ func leakClient(ctx context.Context, db *sql.DB, id int, base model, passive, pi
 			continue
 		}
 		var name string
-		op := rng.IntN(11)
+		op := rng.IntN(12)
 		if !pins {
 			op = []int{1, 2, 3, 4, 5, 8, 9, 10}[rng.IntN(8)]
 		}
@@ -300,6 +301,26 @@ func leakClient(ctx context.Context, db *sql.DB, id int, base model, passive, pi
 				}
 			}
 			st.Close()
+		case 11:
+			// A text prepared statement lives in the server session: it
+			// must still be there however the node multiplexes.
+			name = "PREPARE/EXECUTE"
+			if !want.textPrepared {
+				if err := exec("PREPARE own_" + tag + " FROM 'SELECT CONNECTION_ID()'"); err != nil {
+					return err
+				}
+				want.textPrepared = true
+			}
+			var id1, id2 int64
+			if err := c.QueryRowContext(ctx, "EXECUTE own_"+tag).Scan(&id1); err != nil {
+				return fmt.Errorf("EXECUTE of a statement prepared earlier: %w", err)
+			}
+			if err := c.QueryRowContext(ctx, "SELECT CONNECTION_ID()").Scan(&id2); err != nil {
+				return err
+			}
+			if id1 != id2 {
+				return fmt.Errorf("EXECUTE ran on connection %d, the session is on %d", id1, id2)
+			}
 		case 10:
 			name = "insert + LAST_INSERT_ID()"
 			res, err := c.ExecContext(ctx, "INSERT INTO app.rows_t (who) VALUES (?)", tag)
