@@ -313,7 +313,7 @@ func (c *Conn) SetMultiStatements(on bool) error {
 func (c *Conn) Ping(ctx context.Context) error {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.NetConn().SetDeadline(dl)
-		defer c.NetConn().SetDeadline(time.Time{})
+		defer func() { _ = c.NetConn().SetDeadline(time.Time{}) }()
 	}
 	if err := c.WriteCommand([]byte{mysql.ComPing}); err != nil {
 		c.Broken = true

@@ -280,9 +280,6 @@ func leakClient(ctx context.Context, db *sql.DB, id int, base model, passive, pi
 			if err := exec("COMMIT"); err != nil {
 				return err
 			}
-			if want.autocommit == "0" {
-				// Nothing else is open; still in autocommit=0 mode.
-			}
 		case 9:
 			name = "prepared statement"
 			st, err := c.PrepareContext(ctx, "SELECT CONCAT(?, '-', ?)")

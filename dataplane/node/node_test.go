@@ -111,7 +111,10 @@ func TestMultiStatements(t *testing.T) {
 	for {
 		for rows.Next() {
 			var s string
-			rows.Scan(&s)
+			if err := rows.Scan(&s); err != nil {
+				rows.Close()
+				t.Fatal(err)
+			}
 			got = append(got, s)
 		}
 		if !rows.NextResultSet() {

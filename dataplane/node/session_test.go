@@ -131,7 +131,7 @@ func TestPreviousStatementFunctions(t *testing.T) {
 	for range 4 {
 		go func() {
 			for ctx.Err() == nil {
-				noise.ExecContext(ctx, "SELECT 1 FROM prev LIMIT 2")
+				_, _ = noise.ExecContext(ctx, "SELECT 1 FROM prev LIMIT 2") // background load only
 			}
 		}()
 	}
@@ -174,7 +174,7 @@ func TestCursorFetch(t *testing.T) {
 	defer cancel()
 	go func() {
 		for ctx.Err() == nil {
-			noise.ExecContext(ctx, "SELECT 1")
+			_, _ = noise.ExecContext(ctx, "SELECT 1") // background load only
 		}
 	}()
 	for _, deprecateEOF := range []bool{true, false} {

@@ -213,7 +213,7 @@ func (s *clientConn) serve() {
 			return
 		}
 		if len(pkt) == 0 {
-			s.sendErr(mysql.NewSQLError(mysql.ERNetReadError, "Empty command packet"))
+			_ = s.sendErr(mysql.NewSQLError(mysql.ERNetReadError, "Empty command packet")) // closing anyway
 			return
 		}
 		start := time.Now()
@@ -244,12 +244,12 @@ func (s *clientConn) readFailed(err error) {
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		_ = s.c.NetConn().SetWriteDeadline(time.Now().Add(time.Second))
 		s.c.Seq = 0
-		s.sendErr(mysql.NewSQLError(mysql.ERClientInteractionTimeout,
+		_ = s.sendErr(mysql.NewSQLError(mysql.ERClientInteractionTimeout,
 			"The client was disconnected by the server because of inactivity (idle_client_timeout %s)", s.ep.opts.Proxy.IdleClientTimeout.D()))
 	case errors.Is(err, mysql.ErrPacketTooLarge):
-		s.sendErr(mysql.NewSQLError(mysql.ERNetPacketTooLarge, "Got a packet bigger than 'max_allowed_packet' bytes"))
+		_ = s.sendErr(mysql.NewSQLError(mysql.ERNetPacketTooLarge, "Got a packet bigger than 'max_allowed_packet' bytes"))
 	case errors.Is(err, mysql.ErrOutOfOrder):
-		s.sendErr(mysql.NewSQLError(mysql.ERNetPacketsOutOfOrder, "Got packets out of order"))
+		_ = s.sendErr(mysql.NewSQLError(mysql.ERNetPacketsOutOfOrder, "Got packets out of order"))
 	case isEOF(err):
 	default:
 		s.logger().Debug("read from client failed", "error", err)

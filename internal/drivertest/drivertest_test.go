@@ -322,10 +322,10 @@ func runMariaDB(t *testing.T, mariadbd string, args []string, sock, errLog strin
 	stop := func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
-		case <-exited:
+		case <-exited: //nolint:errcheck // the exit status does not matter when stopping
 		case <-time.After(30 * time.Second):
 			_ = cmd.Process.Kill()
-			<-exited
+			<-exited //nolint:errcheck
 		}
 	}
 

@@ -370,20 +370,20 @@ func TestProcessDiesWithParent(t *testing.T) {
 	var dir string
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if _, serr := fmt.Sscanf(line, "server %d %s", &pid, &dir); serr != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
 		t.Fatalf("child did not start a server: %q (%v)", line, err)
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	cmd.Wait()
+	_ = cmd.Wait() // "signal: killed" is expected
 
 	deadline := time.Now().Add(10 * time.Second)
 	for processAlive(pid) {
 		if time.Now().After(deadline) {
-			syscall.Kill(pid, syscall.SIGKILL)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
 			t.Fatalf("mariadbd %d outlived the process that started it", pid)
 		}
 		time.Sleep(10 * time.Millisecond)
