@@ -127,12 +127,7 @@ func (c *Conn) readOK() (mysql.OK, error) {
 			}
 			return ok, nil
 		case len(pkt) > 0 && pkt[0] == mysql.ErrPacket:
-			e, err := mysql.ParseErr(pkt)
-			if err != nil {
-				c.Broken = true
-				return mysql.OK{}, err
-			}
-			return mysql.OK{}, e
+			return mysql.OK{}, errPacket(pkt)
 		default:
 			// A result set: skip it.
 			if _, err := c.skipResultSet(pkt); err != nil {
@@ -145,10 +140,10 @@ func (c *Conn) readOK() (mysql.OK, error) {
 	}
 }
 
-// Query runs a statement and returns the rows of its first result set as
-// strings (NULL as nil). For the node's own small queries only.
-func (c *Conn) Query(sql string) ([][]*string, error) {
-	if err := c.WriteCommand(append([]byte{mysql.ComQuery}, sql...)); err != nil {
+// request sends a command and reads the first packet of its response; an
+// ERR packet comes back as *mysql.SQLError, a failed exchange as ErrBroken.
+func (c *Conn) request(cmd []byte) ([]byte, error) {
+	if err := c.WriteCommand(cmd); err != nil {
 		c.Broken = true
 		return nil, fmt.Errorf("%w: write: %v", ErrBroken, err)
 	}
@@ -158,11 +153,26 @@ func (c *Conn) Query(sql string) ([][]*string, error) {
 		return nil, fmt.Errorf("%w: read: %v", ErrBroken, err)
 	}
 	if len(pkt) > 0 && pkt[0] == mysql.ErrPacket {
-		e, err := mysql.ParseErr(pkt)
-		if err != nil {
-			return nil, err
-		}
-		return nil, e
+		return nil, errPacket(pkt)
+	}
+	return pkt, nil
+}
+
+// errPacket turns an ERR packet into a *mysql.SQLError.
+func errPacket(pkt []byte) error {
+	e, err := mysql.ParseErr(pkt)
+	if err != nil {
+		return err
+	}
+	return e
+}
+
+// Query runs a statement and returns the rows of its first result set as
+// strings (NULL as nil). For the node's own small queries only.
+func (c *Conn) Query(sql string) ([][]*string, error) {
+	pkt, err := c.request(append([]byte{mysql.ComQuery}, sql...))
+	if err != nil {
+		return nil, err
 	}
 	if len(pkt) > 0 && pkt[0] == mysql.OKPacket {
 		ok, err := mysql.ParseOK(pkt, c.Info.Caps)
@@ -206,11 +216,7 @@ func (c *Conn) skipResultSet(pkt []byte) ([][]*string, error) {
 			return rows, nil
 		}
 		if len(p) > 0 && p[0] == mysql.ErrPacket {
-			e, err := mysql.ParseErr(p)
-			if err != nil {
-				return nil, err
-			}
-			return nil, e
+			return nil, errPacket(p)
 		}
 		row := make([]*string, 0, n)
 		for pos := 0; pos < len(p); {
@@ -289,21 +295,8 @@ func (c *Conn) SetMultiStatements(on bool) error {
 	if on {
 		opt = mysql.OptionMultiStatementsOn
 	}
-	if err := c.WriteCommand([]byte{mysql.ComSetOption, byte(opt), byte(opt >> 8)}); err != nil {
-		c.Broken = true
-		return fmt.Errorf("%w: write: %v", ErrBroken, err)
-	}
-	pkt, err := c.ReadPacket()
-	if err != nil {
-		c.Broken = true
-		return fmt.Errorf("%w: read: %v", ErrBroken, err)
-	}
-	if len(pkt) > 0 && pkt[0] == mysql.ErrPacket {
-		e, err := mysql.ParseErr(pkt)
-		if err != nil {
-			return err
-		}
-		return e
+	if _, err := c.request([]byte{mysql.ComSetOption, byte(opt), byte(opt >> 8)}); err != nil {
+		return err
 	}
 	c.MultiStatements = on
 	return nil
@@ -338,21 +331,9 @@ func (c *Conn) Prepare(query string) (*Stmt, error) {
 			}
 		}
 	}
-	if err := c.WriteCommand(append([]byte{mysql.ComStmtPrepare}, query...)); err != nil {
-		c.Broken = true
-		return nil, fmt.Errorf("%w: write: %v", ErrBroken, err)
-	}
-	pkt, err := c.ReadPacket()
+	pkt, err := c.request(append([]byte{mysql.ComStmtPrepare}, query...))
 	if err != nil {
-		c.Broken = true
-		return nil, fmt.Errorf("%w: read: %v", ErrBroken, err)
-	}
-	if len(pkt) > 0 && pkt[0] == mysql.ErrPacket {
-		e, err := mysql.ParseErr(pkt)
-		if err != nil {
-			return nil, err
-		}
-		return nil, e
+		return nil, err
 	}
 	pok, err := mysql.ParsePrepareOK(pkt)
 	if err != nil {
