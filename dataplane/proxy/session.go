@@ -721,17 +721,8 @@ func (s *clientConn) forward(pkt []byte, cls session.Class, mode relayMode) erro
 // relay relays a response and then applies the boundary rules.
 func (s *clientConn) relay(be *backend.Conn, cls session.Class, mode relayMode) error {
 	r := relayer{s: s, be: be, cls: cls}
-	err := r.run(mode)
-	if err != nil {
-		s.logger().Debug("relaying a response failed", "error", err)
-		if errors.Is(err, errClientGone) {
-			be.Broken = true
-			s.dropBackend()
-			return err
-		}
-		be.Broken = true
-		s.dropBackend()
-		return s.lostBackend(r.wrote)
+	if err := r.run(mode); err != nil {
+		return s.relayFailed(be, &r, err)
 	}
 	if r.failed {
 		s.countErr()
@@ -760,6 +751,19 @@ func (s *clientConn) pinFor(cls session.Class, failed bool) {
 		pins = slices.DeleteFunc(slices.Clone(pins), func(r session.Reason) bool { return r == session.PinUserVariable })
 	}
 	s.pin(pins...)
+}
+
+// relayFailed ends a response that could not be relayed: the database
+// connection is dropped; the client hears of it unless it is the one that
+// failed.
+func (s *clientConn) relayFailed(be *backend.Conn, r *relayer, err error) error {
+	s.logger().Debug("relaying a response failed", "error", err)
+	be.Broken = true
+	s.dropBackend()
+	if errors.Is(err, errClientGone) {
+		return err
+	}
+	return s.lostBackend(r.wrote)
 }
 
 // lostBackend tells the client its command failed because the database

@@ -45,12 +45,7 @@ func (s *clientConn) prepare(pkt []byte) error {
 	r := relayer{s: s, be: be}
 	err := s.relayPrepare(&r, query)
 	if err != nil {
-		be.Broken = true
-		s.dropBackend()
-		if errors.Is(err, errClientGone) {
-			return err
-		}
-		return s.lostBackend(r.wrote)
+		return s.relayFailed(be, &r, err)
 	}
 	if r.staleStmt != 0 {
 		be.CloseStmt(r.staleStmt)
@@ -150,12 +145,7 @@ func (s *clientConn) execute(pkt []byte) error {
 	st.longData = false
 	r := relayer{s: s, be: be, cls: st.cls}
 	if err := r.run(relayExecute); err != nil {
-		be.Broken = true
-		s.dropBackend()
-		if errors.Is(err, errClientGone) {
-			return err
-		}
-		return s.lostBackend(r.wrote)
+		return s.relayFailed(be, &r, err)
 	}
 	if r.failed {
 		s.countErr()
@@ -320,12 +310,7 @@ func (s *clientConn) fetch(pkt []byte) error {
 	be := s.be
 	r := relayer{s: s, be: be}
 	if err := r.run(relayFetch); err != nil {
-		be.Broken = true
-		s.dropBackend()
-		if errors.Is(err, errClientGone) {
-			return err
-		}
-		return s.lostBackend(r.wrote)
+		return s.relayFailed(be, &r, err)
 	}
 	if r.failed || r.status&mysql.StatusLastRowSent != 0 || r.status&mysql.StatusCursorExists == 0 {
 		st.cursor = false
