@@ -239,9 +239,12 @@ func (c *Conn) skipResultSet(pkt []byte) ([][]*string, error) {
 
 // StateChange summarises the session state block of one OK packet.
 type StateChange struct {
-	Vars      map[string]string
-	Schema    *string
-	Unmovable bool // state changed beyond variables and schema
+	Vars   map[string]string
+	Schema *string
+	// Changed is the server's "session state changed" flag; Unmovable is
+	// set when it came without any variable or schema to explain it.
+	Changed   bool
+	Unmovable bool
 }
 
 // ApplyOK records status, last insert id and tracked session state of an
@@ -272,6 +275,7 @@ func (c *Conn) ApplyOK(ok mysql.OK) StateChange {
 			stateFlag = ch.Value == "1"
 		}
 	})
+	sc.Changed = stateFlag
 	sc.Unmovable = stateFlag && sc.Vars == nil && sc.Schema == nil
 	return sc
 }

@@ -34,7 +34,8 @@ func appendSessionChange(b []byte, typ byte, name, value string) []byte {
 	case SessionTrackSchema:
 		data = AppendLenEncString(data, []byte(name))
 	case SessionTrackStateChange:
-		data = AppendLenEncString(data, []byte(value))
+		// As MariaDB sends it: the flag itself is the entry's data.
+		data = []byte(value)
 	default:
 		data = []byte(value)
 	}
@@ -578,7 +579,7 @@ func FuzzParseSessionState(f *testing.F) {
 		var b []byte
 		b = appendSessionChange(b, SessionTrackSystemVariables, name, value)
 		b = appendSessionChange(b, SessionTrackSchema, schema, "")
-		b = appendSessionChange(b, SessionTrackStateChange, "", value)
+		b = appendSessionChange(b, SessionTrackStateChange, "", "1")
 		b = appendSessionChange(b, SessionTrackTransactionState, "", value)
 		var got []SessionChange
 		if err := ParseSessionState(b, func(sc SessionChange) { got = append(got, sc) }); err != nil {
@@ -587,7 +588,7 @@ func FuzzParseSessionState(f *testing.F) {
 		want := []SessionChange{
 			{Type: SessionTrackSystemVariables, Name: name, Value: value},
 			{Type: SessionTrackSchema, Name: schema},
-			{Type: SessionTrackStateChange, Value: value},
+			{Type: SessionTrackStateChange, Value: "1"},
 			{Type: SessionTrackTransactionState, Value: value},
 		}
 		if len(got) != len(want) {
@@ -771,4 +772,22 @@ func FuzzParseChangeUser(f *testing.F) {
 			t.Fatalf("round trip:\n got %+v\nwant %+v", got, want)
 		}
 	})
+}
+
+// TestParseSessionStateChangeForms accepts the state-change flag as MariaDB
+// sends it (0x02, 0x01, '1') and as MySQL documents it (a length-encoded
+// string inside the entry's data).
+func TestParseSessionStateChangeForms(t *testing.T) {
+	for name, in := range map[string][]byte{
+		"mariadb": {SessionTrackStateChange, 0x01, '1'},
+		"mysql":   {SessionTrackStateChange, 0x02, 0x01, '1'},
+	} {
+		var got []SessionChange
+		if err := ParseSessionState(in, func(sc SessionChange) { got = append(got, sc) }); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(got) != 1 || got[0].Type != SessionTrackStateChange || got[0].Value != "1" {
+			t.Fatalf("%s: got %+v", name, got)
+		}
+	}
 }

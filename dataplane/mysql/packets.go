@@ -302,9 +302,15 @@ func ParseSessionState(b []byte, fn func(SessionChange)) error {
 			}
 			fn(SessionChange{Type: typ, Name: string(name)})
 		case SessionTrackStateChange:
-			val, _, err := ReadLenEncString(data)
-			if err != nil {
-				return fmt.Errorf("session state change: %w", err)
+			// MariaDB sends the flag as the entry's data ("1"); MySQL
+			// documents it as a length-encoded string inside the data.
+			val := data
+			if len(data) > 1 {
+				v, _, err := ReadLenEncString(data)
+				if err != nil {
+					return fmt.Errorf("session state change: %w", err)
+				}
+				val = v
 			}
 			fn(SessionChange{Type: typ, Value: string(val)})
 		default:

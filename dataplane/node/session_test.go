@@ -445,3 +445,55 @@ func TestFieldListStatisticsMetrics(t *testing.T) {
 		t.Errorf("/healthz: %s", resp.Status)
 	}
 }
+
+// TestStateChangesInsideMultiStatementsAndProcedures checks that session
+// changes made by one statement of a multi-statement, or inside a stored
+// procedure, follow the session to other connections or pin it.
+func TestStateChangesInsideMultiStatementsAndProcedures(t *testing.T) {
+	s := mysqltest.StartT(t, mysqltest.Options{})
+	nodetest.PrepareServer(t, s)
+	if err := s.Exec(t.Context(),
+		// A routine runs with its own sql_mode, restored when it returns;
+		// time_zone set inside stays.
+		"CREATE PROCEDURE app.set_mode() BEGIN SET SESSION sql_mode = 'ANSI_QUOTES'; SET SESSION time_zone = '+07:00'; END",
+		"CREATE PROCEDURE app.set_var() BEGIN SET @from_proc = 42; END"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := nodetest.Config(s)
+	cfg.Proxies[0].Pool.MaxConnectionsPercent = 2
+	env := nodetest.Start(t, cfg, s)
+	db := env.Open(t, "multiStatements=true&interpolateParams=true")
+	ctx, cancel := context.WithCancel(t.Context())
+	defer cancel()
+	noise := env.Open(t, "")
+	for range 3 {
+		go func() {
+			for ctx.Err() == nil {
+				_, _ = noise.ExecContext(ctx, "SELECT 1") // background load only
+			}
+		}()
+	}
+	conn, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	mustExec(t, conn, "SET time_zone = '+01:00'; SELECT 1; SET SESSION sql_mode = 'NO_ZERO_DATE'")
+	for range 10 {
+		if got := queryString(t, conn, "SELECT CONCAT(@@time_zone, ' ', @@sql_mode)"); got != "+01:00 NO_ZERO_DATE" {
+			t.Fatalf("after a multi-statement: %q", got)
+		}
+	}
+	mustExec(t, conn, "CALL set_mode()")
+	for range 10 {
+		if got := queryString(t, conn, "SELECT CONCAT(@@time_zone, ' ', @@sql_mode)"); got != "+07:00 NO_ZERO_DATE" {
+			t.Fatalf("after a procedure that set time_zone and sql_mode: %q", got)
+		}
+	}
+	mustExec(t, conn, "CALL set_var()")
+	for range 10 {
+		if got := queryString(t, conn, "SELECT @from_proc"); got != "42" {
+			t.Fatalf("after a procedure that set a user variable: %q", got)
+		}
+	}
+}

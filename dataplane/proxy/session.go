@@ -673,7 +673,12 @@ func (s *clientConn) applyOK(be *backend.Conn, ok mysql.OK, cls session.Class) {
 		s.lastInsertID = ok.LastInsertID
 		s.gen++
 	}
-	if sc.Unmovable && !(cls.IsSet && s.excludeSets()) {
+	// A change that variables and schema do not explain cannot move, nor
+	// any change made by CALL or EXECUTE: a procedure may set user
+	// variables next to the variables it reports. (The server may report
+	// a schema or variable change again on the statement after it, so
+	// other statements with explained changes do not pin.)
+	if (sc.Unmovable || sc.Changed && cls.MayChangeState) && !(cls.IsSet && s.excludeSets()) {
 		s.pin(session.PinStateChange)
 	}
 	s.setTxGauge(ok.Status&mysql.StatusInTrans != 0)
