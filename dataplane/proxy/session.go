@@ -73,6 +73,8 @@ type clientConn struct {
 	gen          uint64
 	// varsFP fingerprints vars (see fingerprint); 0 before initState.
 	varsFP uint64
+	// varsOwned is false while vars is the target's shared baseline.
+	varsOwned bool
 
 	// be is the database connection held between commands (transaction,
 	// pin, open cursor, pending long data); nil when none is held.
@@ -353,19 +355,32 @@ func (s *clientConn) dispatch(pkt []byte) error {
 // initState builds the desired session state on first use: the target's
 // baseline plus the client's character set.
 func (s *clientConn) initState(t *backend.Target) {
-	s.vars = maps.Clone(t.Baseline())
+	// The target's baseline is shared until the session changes a
+	// variable (see setVar): an idle client then carries no map of its own.
+	s.vars, s.varsOwned = t.Baseline(), false
 	if s.vars == nil {
-		s.vars = map[string]string{}
+		s.vars, s.varsOwned = map[string]string{}, true
 	}
 	if cs, coll, ok := t.Collation(s.collation); ok {
-		s.vars["character_set_client"] = cs
-		s.vars["character_set_connection"] = cs
-		s.vars["character_set_results"] = cs
-		s.vars["collation_connection"] = coll
+		s.setVar("character_set_client", cs)
+		s.setVar("character_set_connection", cs)
+		s.setVar("character_set_results", cs)
+		s.setVar("collation_connection", coll)
 	}
 	s.stateReady = true
 	s.varsFP = s.fingerprint(s.vars)
 	s.gen++
+}
+
+// setVar records a session variable, copying the shared baseline first.
+func (s *clientConn) setVar(name, value string) {
+	if v, ok := s.vars[name]; ok && v == value {
+		return
+	}
+	if !s.varsOwned {
+		s.vars, s.varsOwned = maps.Clone(s.vars), true
+	}
+	s.vars[name] = value
 }
 
 // acquire returns the database connection for the next command: the held
@@ -658,7 +673,7 @@ func (s *clientConn) applyOK(be *backend.Conn, ok mysql.OK, cls session.Class) {
 	}
 	for k, v := range sc.Vars {
 		if !ignoredVar(k) {
-			s.vars[k] = v
+			s.setVar(k, v)
 			s.gen++
 		}
 		if k == "insert_id" && v != "" && v != "0" {
