@@ -363,22 +363,12 @@ func ParseHandshakeResponse(b []byte) (HandshakeResponse, error) {
 		}
 		hr.AuthResponse = s
 		pos += n
-	case hr.Caps&ClientSecureConnection != 0:
-		if pos >= len(b) {
-			return hr, malformed("handshake response: missing auth length")
-		}
-		l := int(b[pos])
-		if pos+1+l > len(b) {
-			return hr, malformed("handshake response: short auth data")
-		}
-		hr.AuthResponse = b[pos+1 : pos+1+l]
-		pos += 1 + l
 	default:
-		s, n, err := readNulString(b[pos:])
+		auth, n, err := readShortAuth(b[pos:], hr.Caps)
 		if err != nil {
 			return hr, fmt.Errorf("handshake response auth data: %w", err)
 		}
-		hr.AuthResponse = s
+		hr.AuthResponse = auth
 		pos += n
 	}
 	if hr.Caps&ClientConnectWithDB != 0 && pos < len(b) {
@@ -390,12 +380,8 @@ func ParseHandshakeResponse(b []byte) (HandshakeResponse, error) {
 		pos += n
 	}
 	if hr.Caps&ClientPluginAuth != 0 && pos < len(b) {
-		p, n, err := readNulString(b[pos:])
-		if err != nil {
-			// Some clients omit the terminator at the end of the packet.
-			p, n = b[pos:], len(b)-pos
-		}
-		hr.Plugin = string(p)
+		p, n := readPluginName(b[pos:])
+		hr.Plugin = p
 		pos += n
 	}
 	if hr.Caps&ClientConnectAttrs != 0 && pos < len(b) {
@@ -461,24 +447,12 @@ func ParseChangeUser(b []byte, caps uint32) (ChangeUserRequest, error) {
 	}
 	cu.User = string(user)
 	pos += n
-	if caps&ClientSecureConnection != 0 {
-		if pos >= len(b) {
-			return cu, malformed("change user: missing auth length")
-		}
-		l := int(b[pos])
-		if pos+1+l > len(b) {
-			return cu, malformed("change user: short auth data")
-		}
-		cu.AuthResponse = b[pos+1 : pos+1+l]
-		pos += 1 + l
-	} else {
-		s, n, err := readNulString(b[pos:])
-		if err != nil {
-			return cu, fmt.Errorf("change user auth data: %w", err)
-		}
-		cu.AuthResponse = s
-		pos += n
+	auth, n, err := readShortAuth(b[pos:], caps)
+	if err != nil {
+		return cu, fmt.Errorf("change user auth data: %w", err)
 	}
+	cu.AuthResponse = auth
+	pos += n
 	db, n, err := readNulString(b[pos:])
 	if err != nil {
 		return cu, fmt.Errorf("change user database: %w", err)
@@ -490,11 +464,8 @@ func ParseChangeUser(b []byte, caps uint32) (ChangeUserRequest, error) {
 		pos += 2
 	}
 	if caps&ClientPluginAuth != 0 && pos < len(b) {
-		p, n, err := readNulString(b[pos:])
-		if err != nil {
-			p, n = b[pos:], len(b)-pos
-		}
-		cu.Plugin = string(p)
+		p, n := readPluginName(b[pos:])
+		cu.Plugin = p
 		pos += n
 	}
 	if caps&ClientConnectAttrs != 0 && pos < len(b) {
@@ -512,4 +483,30 @@ func (cfg *ServerConfig) WithVersion(version string) *ServerConfig {
 	c := *cfg
 	c.Version = version
 	return &c
+}
+
+// readShortAuth reads auth data that is length-prefixed by one byte
+// (CLIENT_SECURE_CONNECTION) or NUL-terminated (older clients).
+func readShortAuth(b []byte, caps uint32) ([]byte, int, error) {
+	if caps&ClientSecureConnection == 0 {
+		return readNulString(b)
+	}
+	if len(b) == 0 {
+		return nil, 0, malformed("missing auth length")
+	}
+	l := int(b[0])
+	if 1+l > len(b) {
+		return nil, 0, malformed("short auth data")
+	}
+	return b[1 : 1+l], 1 + l, nil
+}
+
+// readPluginName reads a NUL-terminated plugin name; some clients omit
+// the terminator at the end of the packet.
+func readPluginName(b []byte) (string, int) {
+	p, n, err := readNulString(b)
+	if err != nil {
+		return string(b), len(b)
+	}
+	return string(p), n
 }
