@@ -89,6 +89,9 @@ type Conn struct {
 // ErrBroken is wrapped when a backend connection failed mid-exchange.
 var ErrBroken = errors.New("backend connection broken")
 
+// pingTimeout bounds a validation ping without a deadline of its own.
+const pingTimeout = 5 * time.Second
+
 // maxStmtsPerConn bounds the statements cached per backend connection.
 const maxStmtsPerConn = 1024
 
@@ -308,10 +311,14 @@ func (c *Conn) SetMultiStatements(on bool) error {
 
 // Ping checks the connection with COM_PING.
 func (c *Conn) Ping(ctx context.Context) error {
-	if dl, ok := ctx.Deadline(); ok {
-		_ = c.NetConn().SetDeadline(dl)
-		defer func() { _ = c.NetConn().SetDeadline(time.Time{}) }()
+	dl, ok := ctx.Deadline()
+	if !ok {
+		// A server that vanished without a reset must not hold a borrower
+		// for the TCP retransmission timeout.
+		dl = time.Now().Add(pingTimeout)
 	}
+	_ = c.NetConn().SetDeadline(dl)
+	defer func() { _ = c.NetConn().SetDeadline(time.Time{}) }()
 	if err := c.WriteCommand([]byte{mysql.ComPing}); err != nil {
 		c.Broken = true
 		return err
@@ -323,7 +330,8 @@ func (c *Conn) Ping(ctx context.Context) error {
 // Prepare prepares query on this connection (reusing a cached statement)
 // and discards the metadata.
 func (c *Conn) Prepare(query string) (*Stmt, error) {
-	if st, ok := c.Stmts[query]; ok {
+	key := c.StmtKey(query)
+	if st, ok := c.Stmts[key]; ok {
 		return st, nil
 	}
 	if len(c.Stmts) >= maxStmtsPerConn {
@@ -351,8 +359,17 @@ func (c *Conn) Prepare(query string) (*Stmt, error) {
 		}
 	}
 	st := &Stmt{ID: pok.StmtID, Params: pok.Params, Columns: pok.Columns}
-	c.Stmts[query] = st
+	c.Stmts[key] = st
 	return st, nil
+}
+
+// StmtKey is the cache key of a statement prepared now: the server binds a
+// prepared statement to the current database and parses it under the
+// current sql_mode and character set, so the same text prepared under
+// other ones is another statement.
+func (c *Conn) StmtKey(query string) string {
+	return c.Schema + "\x00" + c.Vars["sql_mode"] + "\x00" + c.Vars["character_set_client"] + "\x00" +
+		c.Vars["collation_connection"] + "\x00" + query
 }
 
 // CloseStmt sends COM_STMT_CLOSE (no response).
@@ -376,7 +393,12 @@ func (c *Conn) ResetConnection() error {
 	}
 	c.Stmts = map[string]*Stmt{}
 	c.LastInsertID = 0
-	c.MultiStatements = true
+	// Whether the reset restored the multi-statement option is not
+	// documented: set it again.
+	if err := c.SetMultiStatements(true); err != nil {
+		c.Broken = true
+		return err
+	}
 	c.Dirty = false
 	c.SyncedWith, c.SyncedGen, c.VarsFP = 0, 0, 0
 	return nil

@@ -311,6 +311,11 @@ func (r *relayer) localInfile(req []byte) (bool, error) {
 		if len(p) > 0 && p[0] == mysql.OKPacket {
 			if ok, err := mysql.ParseOK(p, r.be.Info.Caps); err == nil {
 				r.s.applyOK(r.be, ok, r.cls)
+				if ok.Status&mysql.StatusMoreResultsExists != 0 {
+					// The rest of a multi-statement is still coming: this
+					// connection cannot be reused.
+					r.be.Broken = true
+				}
 			}
 		}
 		r.failed = true
@@ -323,7 +328,9 @@ func (r *relayer) localInfile(req []byte) (bool, error) {
 	if err := r.flush(); err != nil {
 		return false, err
 	}
-	for {
+	// The file ends with an empty packet that does not continue a
+	// full-size one.
+	for cont := false; ; {
 		n, err := s.c.ReadHeader()
 		if err != nil {
 			return false, r.clientErr(err)
@@ -331,9 +338,10 @@ func (r *relayer) localInfile(req []byte) (bool, error) {
 		if err := s.c.CopyPayload(r.be.Conn, n); err != nil {
 			return false, r.clientErr(err)
 		}
-		if n == 0 {
+		if n == 0 && !cont {
 			break
 		}
+		cont = n == mysql.MaxPayloadLen
 	}
 	if err := r.be.Flush(); err != nil {
 		return false, err

@@ -49,6 +49,12 @@ type clientStmt struct {
 	cursor, longData bool
 	// cls is the classification of the query, applied on each execute.
 	cls session.Class
+	// heldID is the statement's id on the held connection while a cursor
+	// or long data keeps it there.
+	heldID uint32
+	// longDataLost is set when long data could not reach a server; the
+	// next execute fails instead of binding missing values.
+	longDataLost bool
 }
 
 // clientConn is one client connection.
@@ -161,6 +167,10 @@ func (s *clientConn) logger() hclog.Logger {
 func (s *clientConn) serve() {
 	defer func() {
 		if r := recover(); r != nil {
+			if s.be != nil {
+				// It may be halfway through a response.
+				s.be.Broken = true
+			}
 			s.logger().Error("panic serving client; closing its connection", "panic", r, "stack", string(debug.Stack()))
 		}
 		s.close()
@@ -398,7 +408,13 @@ func (s *clientConn) acquire(cls session.Class) (*backend.Conn, *mysql.SQLError)
 		if prev.Target.Pool.TakeIdle(s.prevKey, prev, func(c *backend.Conn) bool { return c.Uses == uses && c.LastClient == id }) {
 			be = prev
 			s.reclaimed = true
-			// It is in the state this session left it in.
+			// It is in the state this session left it in, unless the
+			// session changed since (COM_SET_OPTION, say).
+			if err := s.sync(be); err != nil {
+				be.Broken = true
+				be.Target.Put(be)
+				return nil, mysql.NewSQLError(mysql.ERLostConnectionToBackend, "dbproxy: lost the database connection while restoring session state")
+			}
 			s.be = be
 			return be, nil
 		}
@@ -591,13 +607,14 @@ func (s *clientConn) dropBackend() {
 	if len(s.pins) > 0 {
 		s.logger().Warn("pinned database connection lost; session state on it is gone", "reasons", s.pins)
 	}
-	s.pins = nil
-	s.inTx = false
+	s.setPinnedGauge(false) // clears pins
+	s.setTxGauge(false)
 	for _, st := range s.stmts {
+		if st.longData {
+			st.longDataLost = true
+		}
 		st.cursor, st.longData = false, false
 	}
-	s.setPinnedGauge(false)
-	s.setTxGauge(false)
 	be.Target.Put(be)
 }
 
@@ -646,9 +663,15 @@ func (s *clientConn) setPinnedGauge(on bool) {
 	}
 }
 
+// setTxGauge records whether the session is inside a transaction (the
+// gauge follows).
 func (s *clientConn) setTxGauge(on bool) {
+	if on == s.inTx {
+		return
+	}
+	s.inTx = on
 	m := s.ep.opts.Metrics
-	if m == nil || on == s.inTx {
+	if m == nil {
 		return
 	}
 	g := m.ClientsInTransaction.WithLabelValues(s.ep.opts.Proxy.Name)
@@ -657,7 +680,6 @@ func (s *clientConn) setTxGauge(on bool) {
 	} else {
 		g.Dec()
 	}
-	s.inTx = on
 }
 
 // applyOK records what a terminal OK packet says about the session.
@@ -748,6 +770,7 @@ func (s *clientConn) relay(be *backend.Conn, cls session.Class, mode relayMode) 
 		s.countErr()
 	}
 	s.recordCounts(&r)
+	s.holdAfterError(&r)
 	s.lastOK, s.lastTracking = !r.failed, be.Tracking
 	s.pinFor(cls, r.failed)
 	s.afterCommand()
@@ -904,6 +927,16 @@ func quotedName(msg string) string {
 		return ""
 	}
 	return msg[i+1 : i+1+j]
+}
+
+// holdAfterError keeps the connection after a failed statement when
+// autocommit is off: an ERR packet carries no status, and the statement may
+// have opened a transaction (locks, a read view) that must not reach
+// another client. The next OK tells whether one is open.
+func (s *clientConn) holdAfterError(r *relayer) {
+	if r.failed && s.vars != nil && s.vars["autocommit"] == "OFF" {
+		s.setTxGauge(true)
+	}
 }
 
 // recordCounts remembers what FOUND_ROWS() and ROW_COUNT() would return

@@ -66,17 +66,19 @@ func (s *clientConn) relayPrepare(r *relayer, query string) error {
 	if len(p) > 0 && p[0] == mysql.ErrPacket {
 		r.failed = true
 		s.countErr()
+		s.lastStmtID = 0
 		return r.writeLogical(p)
 	}
 	pok, err := mysql.ParsePrepareOK(p)
 	if err != nil {
 		return err
 	}
-	if old, ok := be.Stmts[query]; ok && old.ID != pok.StmtID {
+	key := be.StmtKey(query)
+	if old, ok := be.Stmts[key]; ok && old.ID != pok.StmtID && !s.stmtInUse(old.ID) {
 		// Closed once the response is read: the command has no reply.
 		r.staleStmt = old.ID
 	}
-	be.Stmts[query] = &backend.Stmt{ID: pok.StmtID, Params: pok.Params, Columns: pok.Columns}
+	be.Stmts[key] = &backend.Stmt{ID: pok.StmtID, Params: pok.Params, Columns: pok.Columns}
 	s.nextStmtID++
 	id := s.nextStmtID
 	if s.stmts == nil {
@@ -122,6 +124,14 @@ func (s *clientConn) execute(pkt []byte) error {
 	if len(pkt) < 10 {
 		return s.sendErr(mysql.NewSQLError(mysql.ERWrongArguments, "Incorrect arguments to mysqld_stmt_execute"))
 	}
+	if st.longDataLost {
+		// Parameter data sent with COM_STMT_SEND_LONG_DATA never reached a
+		// server: executing now would bind NULL or empty values.
+		st.longDataLost, st.longData = false, false
+		s.countErr()
+		return s.sendErr(mysql.NewSQLError(mysql.ERLostConnectionToBackend,
+			"dbproxy: the long data sent for this statement was lost with its database connection; send it again"))
+	}
 	pkt, err := s.bindTypes(pkt, st)
 	if err != nil {
 		return s.sendErr(mysql.NewSQLError(mysql.ERWrongArguments, "Incorrect arguments to mysqld_stmt_execute: %v", err))
@@ -136,6 +146,7 @@ func (s *clientConn) execute(pkt []byte) error {
 		return s.stmtFailed(err)
 	}
 	binary.LittleEndian.PutUint32(pkt[1:], bst.ID)
+	st.heldID = bst.ID
 	cursor := pkt[5]&mysql.CursorTypeReadOnly != 0
 	if err := be.WriteCommand(pkt); err != nil {
 		be.Broken = true
@@ -151,6 +162,7 @@ func (s *clientConn) execute(pkt []byte) error {
 		s.countErr()
 	}
 	s.recordCounts(&r)
+	s.holdAfterError(&r)
 	st.cursor = cursor && r.status&mysql.StatusCursorExists != 0
 	s.pinFor(st.cls, r.failed)
 	s.afterCommand()
@@ -210,10 +222,12 @@ func (s *clientConn) sendLongData(pkt []byte) error {
 	be, serr := s.acquire(session.Class{})
 	if serr != nil {
 		// No response exists for this command; the execute reports it.
+		st.longDataLost = true
 		return nil
 	}
 	bst, err := s.backendStmt(be, st)
 	if err != nil {
+		st.longDataLost = true
 		if be.Broken {
 			s.dropBackend()
 		} else {
@@ -222,9 +236,11 @@ func (s *clientConn) sendLongData(pkt []byte) error {
 		return nil
 	}
 	binary.LittleEndian.PutUint32(pkt[1:], bst.ID)
+	st.heldID = bst.ID
 	if err := be.WriteCommand(pkt); err != nil {
 		be.Broken = true
 		s.dropBackend()
+		st.longDataLost = true
 		return nil
 	}
 	st.longData = true
@@ -240,13 +256,10 @@ func (s *clientConn) closeStmt(pkt []byte) error {
 	}
 	delete(s.stmts, id)
 	if (st.cursor || st.longData) && s.be != nil {
-		if bst, ok := s.be.Stmts[st.query]; ok {
-			s.be.Stmts[st.query] = bst
-			if err := s.resetBackendStmt(bst.ID); err != nil {
-				s.be.Broken = true
-				s.dropBackend()
-				return nil
-			}
+		if err := s.resetBackendStmt(st.heldID); err != nil {
+			s.be.Broken = true
+			s.dropBackend()
+			return nil
 		}
 		s.afterCommand()
 	}
@@ -277,12 +290,10 @@ func (s *clientConn) resetStmt(pkt []byte) error {
 	}
 	_ = id
 	if (st.cursor || st.longData) && s.be != nil {
-		if bst, ok := s.be.Stmts[st.query]; ok {
-			if err := s.resetBackendStmt(bst.ID); err != nil {
-				s.be.Broken = true
-				s.dropBackend()
-				return s.lostBackend(false)
-			}
+		if err := s.resetBackendStmt(st.heldID); err != nil {
+			s.be.Broken = true
+			s.dropBackend()
+			return s.lostBackend(false)
 		}
 	}
 	st.cursor, st.longData = false, false
@@ -297,11 +308,7 @@ func (s *clientConn) fetch(pkt []byte) error {
 		s.countErr()
 		return s.sendErr(mysql.NewSQLError(mysql.ERUnknownStmtHandler, "Unknown prepared statement handler or no open cursor (%d) given to mysqld_stmt_fetch", id))
 	}
-	bst, ok := s.be.Stmts[st.query]
-	if !ok {
-		return s.sendErr(unknownStmt(id, "mysqld_stmt_fetch"))
-	}
-	binary.LittleEndian.PutUint32(pkt[1:], bst.ID)
+	binary.LittleEndian.PutUint32(pkt[1:], st.heldID)
 	if err := s.be.WriteCommand(pkt); err != nil {
 		s.be.Broken = true
 		s.dropBackend()
@@ -317,4 +324,15 @@ func (s *clientConn) fetch(pkt []byte) error {
 	}
 	s.afterCommand()
 	return nil
+}
+
+// stmtInUse reports whether a backend statement on the held connection has
+// an open cursor or pending long data of this session.
+func (s *clientConn) stmtInUse(id uint32) bool {
+	for _, st := range s.stmts {
+		if (st.cursor || st.longData) && st.heldID == id {
+			return true
+		}
+	}
+	return false
 }
