@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 	"testing"
 
 	"github.com/dbproxy/dbproxy/dataplane/backend"
@@ -496,4 +497,91 @@ func TestStateChangesInsideMultiStatementsAndProcedures(t *testing.T) {
 			t.Fatalf("after a procedure that set a user variable: %q", got)
 		}
 	}
+}
+
+// TestPreparedStatementsPerSchema prepares the same text in two databases
+// on a one-connection pool: each client must read its own table.
+func TestPreparedStatementsPerSchema(t *testing.T) {
+	s := mysqltest.StartT(t, mysqltest.Options{})
+	nodetest.PrepareServer(t, s)
+	if err := s.Exec(t.Context(), "CREATE DATABASE t1", "CREATE DATABASE t2",
+		"CREATE TABLE t1.users (id INT, name VARCHAR(10))", "INSERT INTO t1.users VALUES (1, 'one')",
+		"CREATE TABLE t2.users (id INT, name VARCHAR(10))", "INSERT INTO t2.users VALUES (1, 'two')",
+		"GRANT ALL ON t1.* TO 'app'@'%'", "GRANT ALL ON t2.* TO 'app'@'%'"); err != nil {
+		t.Fatal(err)
+	}
+	cfg := nodetest.Config(s)
+	cfg.Proxies[0].Pool.MaxConnectionsPercent = 1 // one database connection
+	env := nodetest.Start(t, cfg, s)
+	open := func(db string) *sql.DB {
+		h, err := sql.Open("mysql", fmt.Sprintf("%s:%s@tcp(%s)/%s", nodetest.User, nodetest.Password, env.Addr, db))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { h.Close() })
+		return h
+	}
+	// Statements prepared once and executed many times, alternating.
+	stA, err := open("t1").Prepare("SELECT name FROM users WHERE id = ?")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stA.Close()
+	stB, err := open("t2").Prepare("SELECT name FROM users WHERE id = ?")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stB.Close()
+	for range 3 {
+		for st, want := range map[*sql.Stmt]string{stA: "one", stB: "two"} {
+			var got string
+			if err := st.QueryRow(1).Scan(&got); err != nil {
+				t.Fatal(err)
+			}
+			if got != want {
+				t.Fatalf("prepared SELECT read %q, want %q", got, want)
+			}
+		}
+	}
+}
+
+// TestErrorUnderAutocommitOff: a failed statement with autocommit=0 may
+// have opened a transaction; its locks must not travel to another client.
+func TestErrorUnderAutocommitOff(t *testing.T) {
+	s := mysqltest.StartT(t, mysqltest.Options{})
+	nodetest.PrepareServer(t, s)
+	cfg := nodetest.Config(s)
+	cfg.Proxies[0].Pool.MaxConnectionsPercent = 2
+	env := nodetest.Start(t, cfg, s)
+	db := env.Open(t, "interpolateParams=true")
+	mustExec(t, db, "CREATE TABLE ac (id INT PRIMARY KEY) ENGINE=InnoDB")
+	mustExec(t, db, "INSERT INTO ac VALUES (1)")
+	c, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	mustExec(t, c, "SET autocommit = 0")
+	// The first statement fails, yet it started a transaction (InnoDB keeps
+	// the lock it took on the duplicate key).
+	if _, err := c.ExecContext(t.Context(), "INSERT INTO ac VALUES (1)"); err == nil {
+		t.Fatal("duplicate key accepted")
+	}
+	// The node must treat the session as inside a transaction and keep
+	// its connection.
+	// (The node records it just after sending the error: poll.)
+	deadline := time.Now().Add(5 * time.Second)
+	for metricSum(t, env, "dbproxy_client_connections_in_transaction") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the session is not held as in a transaction after the failed insert")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	id1 := queryString(t, c, "SELECT CONNECTION_ID()")
+	for range 5 {
+		if got := queryString(t, c, "SELECT CONNECTION_ID()"); got != id1 {
+			t.Fatalf("session moved from connection %s to %s inside an open transaction", id1, got)
+		}
+	}
+	mustExec(t, c, "ROLLBACK")
 }
