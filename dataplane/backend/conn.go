@@ -43,6 +43,15 @@ type Stmt struct {
 	ID      uint32
 	Params  uint16
 	Columns uint16
+	// ctx is what the server bound the statement to when it was prepared.
+	ctx stmtContext
+}
+
+// stmtContext is what a prepared statement depends on besides its text:
+// the server binds it to the current database and parses it under the
+// current sql_mode and character set.
+type stmtContext struct {
+	schema, sqlMode, charset, collation string
 }
 
 // Conn is one logged-in connection to a database server together with the
@@ -61,7 +70,9 @@ type Conn struct {
 	// LastInsertID is what LAST_INSERT_ID() returns on this connection.
 	LastInsertID uint64
 	// Stmts are the statements prepared here, by query text.
-	Stmts map[string]*Stmt
+	Stmts map[string][]*Stmt
+	// nstmts counts the statements in Stmts.
+	nstmts int
 	// Status are the server status flags of the last OK/EOF.
 	Status uint16
 	// Tracking is true when session tracking is on for this connection.
@@ -330,15 +341,17 @@ func (c *Conn) Ping(ctx context.Context) error {
 // Prepare prepares query on this connection (reusing a cached statement)
 // and discards the metadata.
 func (c *Conn) Prepare(query string) (*Stmt, error) {
-	key := c.StmtKey(query)
-	if st, ok := c.Stmts[key]; ok {
+	if st, ok := c.LookupStmt(query); ok {
 		return st, nil
 	}
-	if len(c.Stmts) >= maxStmtsPerConn {
-		for q, st := range c.Stmts {
-			c.CloseStmt(st.ID)
+	if c.nstmts >= maxStmtsPerConn {
+		for q, list := range c.Stmts {
+			for _, st := range list {
+				c.CloseStmt(st.ID)
+			}
+			c.nstmts -= len(list)
 			delete(c.Stmts, q)
-			if len(c.Stmts) < maxStmtsPerConn/2 {
+			if c.nstmts < maxStmtsPerConn/2 {
 				break
 			}
 		}
@@ -359,17 +372,44 @@ func (c *Conn) Prepare(query string) (*Stmt, error) {
 		}
 	}
 	st := &Stmt{ID: pok.StmtID, Params: pok.Params, Columns: pok.Columns}
-	c.Stmts[key] = st
+	c.AddStmt(query, st)
 	return st, nil
 }
 
-// StmtKey is the cache key of a statement prepared now: the server binds a
-// prepared statement to the current database and parses it under the
-// current sql_mode and character set, so the same text prepared under
-// other ones is another statement.
-func (c *Conn) StmtKey(query string) string {
-	return c.Schema + "\x00" + c.Vars["sql_mode"] + "\x00" + c.Vars["character_set_client"] + "\x00" +
-		c.Vars["collation_connection"] + "\x00" + query
+func (c *Conn) currentStmtContext() stmtContext {
+	return stmtContext{c.Schema, c.Vars["sql_mode"], c.Vars["character_set_client"], c.Vars["collation_connection"]}
+}
+
+// LookupStmt finds query prepared on this connection under the current
+// database, sql_mode and character set.
+func (c *Conn) LookupStmt(query string) (*Stmt, bool) {
+	list := c.Stmts[query]
+	if len(list) == 0 {
+		return nil, false
+	}
+	ctx := c.currentStmtContext()
+	for _, st := range list {
+		if st.ctx == ctx {
+			return st, true
+		}
+	}
+	return nil, false
+}
+
+// AddStmt records st as query prepared under the current context and
+// returns the statement it replaces, if any.
+func (c *Conn) AddStmt(query string, st *Stmt) (replaced *Stmt) {
+	st.ctx = c.currentStmtContext()
+	list := c.Stmts[query]
+	for i, old := range list {
+		if old.ctx == st.ctx {
+			list[i] = st
+			return old
+		}
+	}
+	c.Stmts[query] = append(list, st)
+	c.nstmts++
+	return nil
 }
 
 // CloseStmt sends COM_STMT_CLOSE (no response).
@@ -391,7 +431,8 @@ func (c *Conn) ResetConnection() error {
 		c.Broken = true
 		return err
 	}
-	c.Stmts = map[string]*Stmt{}
+	c.Stmts = map[string][]*Stmt{}
+	c.nstmts = 0
 	c.LastInsertID = 0
 	// Whether the reset restored the multi-statement option is not
 	// documented: set it again.

@@ -286,7 +286,7 @@ func (t *Target) login(ctx context.Context, key Key) (*Conn, error) {
 		return nil, err
 	}
 	return &Conn{Conn: mc, Info: info, Key: key, Target: t, Vars: map[string]string{},
-		Stmts: map[string]*Stmt{}, MultiStatements: true, Status: info.Status}, nil
+		Stmts: map[string][]*Stmt{}, MultiStatements: true, Status: info.Status}, nil
 }
 
 // dial opens a pooled connection: log in, turn on session tracking, run

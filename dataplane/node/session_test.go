@@ -8,8 +8,8 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"time"
 	"testing"
+	"time"
 
 	"github.com/dbproxy/dbproxy/dataplane/backend"
 	"github.com/dbproxy/dbproxy/dataplane/config"
@@ -30,7 +30,7 @@ func rawClient(t *testing.T, addr, db string) *backend.Conn {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { mc.Close() })
-	return &backend.Conn{Conn: mc, Info: info, Vars: map[string]string{}, Stmts: map[string]*backend.Stmt{}}
+	return &backend.Conn{Conn: mc, Info: info, Vars: map[string]string{}, Stmts: map[string][]*backend.Stmt{}}
 }
 
 func rawValue(t *testing.T, c *backend.Conn, q string) string {

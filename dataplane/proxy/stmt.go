@@ -73,12 +73,11 @@ func (s *clientConn) relayPrepare(r *relayer, query string) error {
 	if err != nil {
 		return err
 	}
-	key := be.StmtKey(query)
-	if old, ok := be.Stmts[key]; ok && old.ID != pok.StmtID && !s.stmtInUse(old.ID) {
+	old := be.AddStmt(query, &backend.Stmt{ID: pok.StmtID, Params: pok.Params, Columns: pok.Columns})
+	if old != nil && old.ID != pok.StmtID && !s.stmtInUse(old.ID) {
 		// Closed once the response is read: the command has no reply.
 		r.staleStmt = old.ID
 	}
-	be.Stmts[key] = &backend.Stmt{ID: pok.StmtID, Params: pok.Params, Columns: pok.Columns}
 	s.nextStmtID++
 	id := s.nextStmtID
 	if s.stmts == nil {
