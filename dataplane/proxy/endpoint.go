@@ -194,7 +194,7 @@ func (e *Endpoint) Close() {
 		e.mu.ln.Close()
 	}
 	for s := range e.mu.sessions {
-		s.c.NetConn().Close()
+		s.raw.Close()
 	}
 	e.mu.Unlock()
 	e.wg.Wait()

@@ -59,9 +59,12 @@ type clientStmt struct {
 
 // clientConn is one client connection.
 type clientConn struct {
-	ep  *Endpoint
-	id  uint64
-	c   *mysql.Conn
+	ep *Endpoint
+	id uint64
+	c  *mysql.Conn
+	// raw is the accepted TCP connection; TLS wraps it inside c. Other
+	// goroutines (sweeper, Close) touch only raw.
+	raw net.Conn
 	log hclog.Logger
 
 	user      string
@@ -126,7 +129,7 @@ func (s *clientConn) endWait() {
 	s.waiting.Store(false)
 	if s.expired {
 		s.expired = false
-		_ = s.c.NetConn().SetReadDeadline(time.Time{})
+		_ = s.raw.SetReadDeadline(time.Time{})
 	}
 	s.expireMu.Unlock()
 }
@@ -136,7 +139,7 @@ func (s *clientConn) expire(now time.Time) {
 	s.expireMu.Lock()
 	if s.waiting.Load() {
 		s.expired = true
-		_ = s.c.NetConn().SetReadDeadline(now)
+		_ = s.raw.SetReadDeadline(now)
 	}
 	s.expireMu.Unlock()
 }
@@ -147,14 +150,14 @@ func newSession(e *Endpoint, nc net.Conn) *clientConn {
 	// Until the client has logged in it may send only small packets.
 	c.MaxPacket = handshakeMaxPacket
 	c.UseOwnReader(clientReadBuffer)
-	return &clientConn{ep: e, id: id, c: c, role: e.opts.Endpoint.TargetRole}
+	return &clientConn{ep: e, id: id, c: c, raw: nc, role: e.opts.Endpoint.TargetRole}
 }
 
 // logger returns the connection's logger, made on first use so that idle
 // connections do not carry one.
 func (s *clientConn) logger() hclog.Logger {
 	if s.log == nil {
-		args := []any{"conn", s.id, "remote", s.c.NetConn().RemoteAddr().String()}
+		args := []any{"conn", s.id, "remote", s.raw.RemoteAddr().String()}
 		if s.user != "" {
 			args = append(args, "user", s.user)
 		}
