@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -126,16 +127,7 @@ func TestPreviousStatementFunctions(t *testing.T) {
 	db := env.Open(t, "interpolateParams=true")
 	mustExec(t, db, "CREATE TABLE prev (id INT AUTO_INCREMENT PRIMARY KEY, v INT)")
 	mustExec(t, db, "INSERT INTO prev (v) VALUES (1),(2),(3),(4),(5)")
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	noise := env.Open(t, "")
-	for range 4 {
-		go func() {
-			for ctx.Err() == nil {
-				_, _ = noise.ExecContext(ctx, "SELECT 1 FROM prev LIMIT 2") // background load only
-			}
-		}()
-	}
+	backgroundLoad(t, env, 4, "SELECT 1 FROM prev LIMIT 2")
 	conn, err := db.Conn(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -170,14 +162,7 @@ func TestCursorFetch(t *testing.T) {
 	cfg := nodetest.Config(s)
 	cfg.Proxies[0].Pool.MaxConnectionsPercent = 2
 	env := nodetest.Start(t, cfg, s)
-	noise := env.Open(t, "")
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	go func() {
-		for ctx.Err() == nil {
-			_, _ = noise.ExecContext(ctx, "SELECT 1") // background load only
-		}
-	}()
+	backgroundLoad(t, env, 1, "SELECT 1")
 	for _, deprecateEOF := range []bool{true, false} {
 		caps := backend.BaseCaps
 		if !deprecateEOF {
@@ -464,16 +449,7 @@ func TestStateChangesInsideMultiStatementsAndProcedures(t *testing.T) {
 	cfg.Proxies[0].Pool.MaxConnectionsPercent = 2
 	env := nodetest.Start(t, cfg, s)
 	db := env.Open(t, "multiStatements=true&interpolateParams=true")
-	ctx, cancel := context.WithCancel(t.Context())
-	defer cancel()
-	noise := env.Open(t, "")
-	for range 3 {
-		go func() {
-			for ctx.Err() == nil {
-				_, _ = noise.ExecContext(ctx, "SELECT 1") // background load only
-			}
-		}()
-	}
+	backgroundLoad(t, env, 3, "SELECT 1")
 	conn, err := db.Conn(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -584,4 +560,23 @@ func TestErrorUnderAutocommitOff(t *testing.T) {
 		}
 	}
 	mustExec(t, c, "ROLLBACK")
+}
+
+// backgroundLoad keeps n clients running query through the node until the
+// test ends, so that the pool's connections change hands.
+func backgroundLoad(t *testing.T, env *nodetest.Env, n int, query string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	db := env.Open(t, "")
+	var wg sync.WaitGroup
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				_, _ = db.ExecContext(ctx, query) // load only; errors do not matter
+			}
+		}()
+	}
 }

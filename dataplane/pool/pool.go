@@ -133,11 +133,7 @@ func (p *Pool[K, C]) Get(ctx context.Context, key K) (C, error) {
 			p.mu.Unlock()
 			return zero, ErrClosed
 		}
-		if list := p.mu.idle[key]; len(list) > 0 {
-			e := list[len(list)-1]
-			p.mu.idle[key] = list[:len(list)-1]
-			p.mu.idleCount--
-			p.mu.borrowed++
+		if e, ok := p.popIdleLocked(key); ok {
 			p.mu.Unlock()
 			if c, ok := p.checkIdle(ctx, e); ok {
 				return c, nil
@@ -443,19 +439,32 @@ func (p *Pool[K, C]) TakeIdle(key K, c C, ok func(C) bool) bool {
 func (p *Pool[K, C]) TryGet(ctx context.Context, key K) (C, bool) {
 	for {
 		p.mu.Lock()
-		list := p.mu.idle[key]
-		if p.mu.closed || len(list) == 0 {
-			p.mu.Unlock()
+		var e entry[C]
+		ok := !p.mu.closed
+		if ok {
+			e, ok = p.popIdleLocked(key)
+		}
+		p.mu.Unlock()
+		if !ok {
 			var zero C
 			return zero, false
 		}
-		e := list[len(list)-1]
-		p.mu.idle[key] = list[:len(list)-1]
-		p.mu.idleCount--
-		p.mu.borrowed++
-		p.mu.Unlock()
 		if c, ok := p.checkIdle(ctx, e); ok {
 			return c, true
 		}
 	}
+}
+
+// popIdleLocked takes the most recently returned idle connection of key and
+// counts it as borrowed.
+func (p *Pool[K, C]) popIdleLocked(key K) (entry[C], bool) {
+	list := p.mu.idle[key]
+	if len(list) == 0 {
+		return entry[C]{}, false
+	}
+	e := list[len(list)-1]
+	p.mu.idle[key] = list[:len(list)-1]
+	p.mu.idleCount--
+	p.mu.borrowed++
+	return e, true
 }
