@@ -502,6 +502,7 @@ func (b *bench) phaseIdle(ctx context.Context) error {
 		ir.PerClientKiB = float64(ir.RSSHeldKiB-ir.RSSBeforeKiB) / float64(ir.Opened)
 	}
 	b.logf("idle: holding %d (node gauge %.0f): RSS %d KiB → %.2f KiB per idle client", ir.Opened, ir.ClientGauge, ir.RSSHeldKiB, ir.PerClientKiB)
+	b.logGoMemory(ctx, n.admin, "idle: held")
 
 	ok, qerrs, qtime := queryEach(ctx, conns, b.o.idleWorkers)
 	if ctx.Err() != nil {
@@ -525,6 +526,7 @@ func (b *bench) phaseIdle(ctx context.Context) error {
 	}
 	b.logf("idle: RSS after the queries %d KiB (%.2f KiB per client); peak backend: pool %d / server sessions %d (limit %d)",
 		ir.RSSAfterQueryKiB, ir.PerClientAfterQuery, ir.PeakPoolConns, ir.PeakServerSessions, n.poolLimit)
+	b.logGoMemory(ctx, n.admin, "idle: after the queries")
 	if err := n.alive(); err != nil {
 		return err
 	}
@@ -569,4 +571,15 @@ func loadAvg() string {
 		return ""
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// logGoMemory logs the node's goroutine stacks and heap in use (from its
+// Go collector metrics), to tell where idle-client memory goes.
+func (b *bench) logGoMemory(ctx context.Context, admin, what string) {
+	m, err := scrape(ctx, admin)
+	if err != nil {
+		return
+	}
+	b.logf("%s: Go stacks in use %.1f MiB, heap in use %.1f MiB, goroutines %.0f", what,
+		m.sum("go_memstats_stack_inuse_bytes")/(1<<20), m.sum("go_memstats_heap_inuse_bytes")/(1<<20), m.sum("go_goroutines"))
 }
