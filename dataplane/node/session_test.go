@@ -580,3 +580,30 @@ func backgroundLoad(t *testing.T, env *nodetest.Env, n int, query string) {
 		}()
 	}
 }
+
+// TestClientFoundRows: CLIENT_FOUND_ROWS changes what UPDATE reports for
+// the whole life of a connection, so clients with and without it must
+// never share database connections.
+func TestClientFoundRows(t *testing.T) {
+	s := mysqltest.StartT(t, mysqltest.Options{})
+	nodetest.PrepareServer(t, s)
+	cfg := nodetest.Config(s)
+	cfg.Proxies[0].Pool.MaxConnectionsPercent = 2
+	env := nodetest.Start(t, cfg, s)
+	plain := env.Open(t, "interpolateParams=true")
+	found := env.Open(t, "interpolateParams=true&clientFoundRows=true")
+	mustExec(t, plain, "CREATE TABLE fr (id INT PRIMARY KEY, v INT)")
+	mustExec(t, plain, "INSERT INTO fr VALUES (1, 1)")
+	for range 5 {
+		for db, want := range map[*sql.DB]int64{plain: 0, found: 1} {
+			// The row already holds v = 1: changed 0, matched 1.
+			n, err := mustExec(t, db, "UPDATE fr SET v = 1 WHERE id = 1").RowsAffected()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n != want {
+				t.Fatalf("UPDATE reported %d rows, want %d", n, want)
+			}
+		}
+	}
+}
