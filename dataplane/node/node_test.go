@@ -69,7 +69,7 @@ func TestLargePackets(t *testing.T) {
 	env := nodetest.StartSimple(t)
 	direct := env.OpenDirect(t, 0, "")
 	mustExec(t, direct, "SET GLOBAL max_allowed_packet = 64*1024*1024")
-	for _, params := range []string{"", "interpolateParams=true"} {
+	for _, params := range []string{"", "interpolateParams=true", "tls=skip-verify"} {
 		t.Run("params="+params, func(t *testing.T) {
 			db := env.Open(t, params+"&maxAllowedPacket=0")
 			db.SetMaxOpenConns(1)
