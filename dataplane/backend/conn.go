@@ -73,6 +73,8 @@ type Conn struct {
 	Stmts map[string][]*Stmt
 	// nstmts counts the statements in Stmts.
 	nstmts int
+	// Scratch is a small buffer for packets consumed at once (terminals).
+	Scratch []byte
 	// Status are the server status flags of the last OK/EOF.
 	Status uint16
 	// Tracking is true when session tracking is on for this connection.

@@ -353,6 +353,20 @@ func (c *Conn) ReadPayload(n int) ([]byte, error) {
 	return b, nil
 }
 
+// ReadPayloadInto reads the n unread payload bytes of the current wire
+// packet into buf (grown when too small) and returns them; the result is
+// valid until buf is reused.
+func (c *Conn) ReadPayloadInto(buf []byte, n int) ([]byte, error) {
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if _, err := io.ReadFull(c.reader(), buf); err != nil {
+		return nil, unexpectedEOF(err)
+	}
+	return buf, nil
+}
+
 // bufferedConn is a net.Conn whose first reads return bytes that were read
 // ahead into a buffer.
 type bufferedConn struct {

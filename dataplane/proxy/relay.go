@@ -218,7 +218,12 @@ func (r *relayer) rowsLoop(pendingEOF bool) (bool, error) {
 			}
 			switch {
 			case first == mysql.EOFPacket && n < mysql.MaxPayloadLen:
-				p, err := r.be.ReadPayload(n)
+				// The terminal is consumed before the next read: the
+				// connection's scratch buffer saves an allocation per query.
+				p, err := r.be.ReadPayloadInto(r.be.Scratch[:0], n)
+				if cap(p) > cap(r.be.Scratch) && cap(p) <= 4096 {
+					r.be.Scratch = p[:0]
+				}
 				if err != nil {
 					return false, err
 				}
