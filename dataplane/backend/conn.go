@@ -342,21 +342,12 @@ func (c *Conn) Ping(ctx context.Context) error {
 
 // Prepare prepares query on this connection (reusing a cached statement)
 // and discards the metadata.
-func (c *Conn) Prepare(query string) (*Stmt, error) {
+func (c *Conn) Prepare(query string, inUse func(id uint32) bool) (*Stmt, error) {
 	if st, ok := c.LookupStmt(query); ok {
 		return st, nil
 	}
 	if c.nstmts >= maxStmtsPerConn {
-		for q, list := range c.Stmts {
-			for _, st := range list {
-				c.CloseStmt(st.ID)
-			}
-			c.nstmts -= len(list)
-			delete(c.Stmts, q)
-			if c.nstmts < maxStmtsPerConn/2 {
-				break
-			}
-		}
+		c.evictStmts(inUse)
 	}
 	pkt, err := c.request(append([]byte{mysql.ComStmtPrepare}, query...))
 	if err != nil {
@@ -376,6 +367,30 @@ func (c *Conn) Prepare(query string) (*Stmt, error) {
 	st := &Stmt{ID: pok.StmtID, Params: pok.Params, Columns: pok.Columns}
 	c.AddStmt(query, st)
 	return st, nil
+}
+
+// evictStmts closes cached statements until half the cache is free,
+// sparing those inUse reports (an open cursor or pending long data).
+func (c *Conn) evictStmts(inUse func(id uint32) bool) {
+	for q, list := range c.Stmts {
+		kept := list[:0]
+		for _, st := range list {
+			if inUse != nil && inUse(st.ID) {
+				kept = append(kept, st)
+				continue
+			}
+			c.CloseStmt(st.ID)
+			c.nstmts--
+		}
+		if len(kept) == 0 {
+			delete(c.Stmts, q)
+		} else {
+			c.Stmts[q] = kept
+		}
+		if c.nstmts < maxStmtsPerConn/2 {
+			return
+		}
+	}
 }
 
 func (c *Conn) currentStmtContext() stmtContext {

@@ -1,6 +1,9 @@
 package backend
 
 import (
+	"fmt"
+	"io"
+	"net"
 	"testing"
 
 	"github.com/dbproxy/dbproxy/dataplane/mysql"
@@ -118,5 +121,39 @@ func TestStmtContext(t *testing.T) {
 	}
 	if c.nstmts != 2 {
 		t.Fatalf("cache counts %d statements, want 2", c.nstmts)
+	}
+}
+
+// TestEvictStmtsSparesStatementsInUse fills the cache past its bound and
+// checks that eviction frees half of it but never a statement in use.
+func TestEvictStmtsSparesStatementsInUse(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	done := make(chan struct{})
+	go func() { // the "server" side: swallow COM_STMT_CLOSE packets
+		defer close(done)
+		_, _ = io.Copy(io.Discard, b)
+	}()
+	defer func() { b.Close(); <-done }()
+	c := &Conn{Conn: mysql.NewConn(a, mysql.NewBufferPool(0)), Vars: map[string]string{}, Stmts: map[string][]*Stmt{}}
+	for i := range maxStmtsPerConn {
+		c.AddStmt(fmt.Sprintf("SELECT %d", i), &Stmt{ID: uint32(i + 1)})
+	}
+	inUse := map[uint32]bool{7: true, 300: true, 1000: true}
+	c.evictStmts(func(id uint32) bool { return inUse[id] })
+	if c.nstmts >= maxStmtsPerConn/2 {
+		t.Fatalf("%d statements left after eviction, want under %d", c.nstmts, maxStmtsPerConn/2)
+	}
+	for id := range inUse {
+		if _, ok := c.LookupStmt(fmt.Sprintf("SELECT %d", id-1)); !ok {
+			t.Errorf("statement %d in use was evicted", id)
+		}
+	}
+	n := 0
+	for _, list := range c.Stmts {
+		n += len(list)
+	}
+	if n != c.nstmts {
+		t.Errorf("cache holds %d statements, counter says %d", n, c.nstmts)
 	}
 }

@@ -109,7 +109,7 @@ func (s *clientConn) relayPrepare(r *relayer, query string) error {
 // backendStmt makes sure the client's statement is prepared on be and
 // returns its id there.
 func (s *clientConn) backendStmt(be *backend.Conn, st *clientStmt) (*backend.Stmt, error) {
-	return be.Prepare(st.query)
+	return be.Prepare(st.query, s.stmtInUse)
 }
 
 // execute rewrites the statement id (and, when the client relies on
