@@ -23,15 +23,27 @@ import (
 // commands database/sql cannot send.
 func rawClient(t *testing.T, addr, db string) *backend.Conn {
 	t.Helper()
+	mc, info := rawDial(t, addr, db, true)
+	return &backend.Conn{Conn: mc, Info: info, Vars: map[string]string{}, Stmts: map[string][]*backend.Stmt{}}
+}
+
+// rawDial logs in to addr with the node's own protocol code, asking for
+// CLIENT_DEPRECATE_EOF or the classic EOF packets.
+func rawDial(t *testing.T, addr, db string, deprecateEOF bool) (*mysql.Conn, mysql.ServerInfo) {
+	t.Helper()
+	caps := backend.BaseCaps
+	if !deprecateEOF {
+		caps &^= mysql.ClientDeprecateEOF
+	}
 	mc, info, err := mysql.Dial(t.Context(), addr, mysql.DialConfig{
 		User: nodetest.User, Password: nodetest.Password, DB: db,
-		Caps: backend.BaseCaps, Collation: backend.DefaultCollation,
+		Caps: caps, Collation: backend.DefaultCollation,
 	}, mysql.NewBufferPool(0))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { mc.Close() })
-	return &backend.Conn{Conn: mc, Info: info, Vars: map[string]string{}, Stmts: map[string][]*backend.Stmt{}}
+	return mc, info
 }
 
 func rawValue(t *testing.T, c *backend.Conn, q string) string {
@@ -164,17 +176,7 @@ func TestCursorFetch(t *testing.T) {
 	env := nodetest.Start(t, cfg, s)
 	backgroundLoad(t, env, 1, "SELECT 1")
 	for _, deprecateEOF := range []bool{true, false} {
-		caps := backend.BaseCaps
-		if !deprecateEOF {
-			caps &^= mysql.ClientDeprecateEOF
-		}
-		mc, info, err := mysql.Dial(t.Context(), env.Addr, mysql.DialConfig{
-			User: nodetest.User, Password: nodetest.Password, DB: nodetest.Database, Caps: caps, Collation: backend.DefaultCollation,
-		}, mysql.NewBufferPool(0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer mc.Close()
+		mc, info := rawDial(t, env.Addr, nodetest.Database, deprecateEOF)
 		if err := mc.WriteCommand(append([]byte{mysql.ComStmtPrepare}, "SELECT seq FROM seq_1_to_10"...)); err != nil {
 			t.Fatal(err)
 		}
@@ -366,17 +368,7 @@ func TestFieldListStatisticsMetrics(t *testing.T) {
 	db := env.Open(t, "")
 	mustExec(t, db, "CREATE TABLE fl (a INT, b VARCHAR(10))")
 	for _, deprecateEOF := range []bool{true, false} {
-		caps := backend.BaseCaps
-		if !deprecateEOF {
-			caps &^= mysql.ClientDeprecateEOF
-		}
-		mc, _, err := mysql.Dial(t.Context(), env.Addr, mysql.DialConfig{
-			User: nodetest.User, Password: nodetest.Password, DB: nodetest.Database, Caps: caps, Collation: backend.DefaultCollation,
-		}, mysql.NewBufferPool(0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer mc.Close()
+		mc, _ := rawDial(t, env.Addr, nodetest.Database, deprecateEOF)
 		if err := mc.WriteCommand(append([]byte{mysql.ComFieldList}, "fl\x00"...)); err != nil {
 			t.Fatal(err)
 		}
