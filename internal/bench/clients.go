@@ -176,10 +176,9 @@ func storm(ctx context.Context, c driver.Connector, workers int, dur time.Durati
 	return n.Load(), errs, time.Since(begin)
 }
 
-// openMany opens n connections with workers in parallel.
-func openMany(ctx context.Context, c driver.Connector, n, workers int) ([]driver.Conn, *errSample, time.Duration) {
-	conns := make([]driver.Conn, n)
-	errs := &errSample{}
+// parallel calls fn for every index below n from workers goroutines and
+// returns how long that took; it stops handing out indexes when ctx ends.
+func parallel(ctx context.Context, n, workers int, fn func(i int)) time.Duration {
 	var next atomic.Int64
 	begin := time.Now()
 	var wg sync.WaitGroup
@@ -192,68 +191,53 @@ func openMany(ctx context.Context, c driver.Connector, n, workers int) ([]driver
 				if i >= n {
 					return
 				}
-				conn, err := c.Connect(ctx)
-				if err != nil {
-					errs.add(err)
-					continue
-				}
-				conns[i] = conn
+				fn(i)
 			}
 		}()
 	}
 	wg.Wait()
-	return conns, errs, time.Since(begin)
+	return time.Since(begin)
+}
+
+// openMany opens n connections with workers in parallel (nil where opening
+// failed).
+func openMany(ctx context.Context, c driver.Connector, n, workers int) ([]driver.Conn, *errSample, time.Duration) {
+	conns := make([]driver.Conn, n)
+	errs := &errSample{}
+	took := parallel(ctx, n, workers, func(i int) {
+		conn, err := c.Connect(ctx)
+		if err != nil {
+			errs.add(err)
+			return
+		}
+		conns[i] = conn
+	})
+	return conns, errs, took
 }
 
 // queryEach runs SELECT 1 once on every non-nil connection with workers.
 func queryEach(ctx context.Context, conns []driver.Conn, workers int) (int64, *errSample, time.Duration) {
 	errs := &errSample{}
-	var next, ok atomic.Int64
-	begin := time.Now()
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				i := int(next.Add(1) - 1)
-				if i >= len(conns) {
-					return
-				}
-				if conns[i] == nil {
-					continue
-				}
-				if err := query(ctx, conns[i], "SELECT 1"); err != nil {
-					errs.add(err)
-					continue
-				}
-				ok.Add(1)
-			}
-		}()
-	}
-	wg.Wait()
-	return ok.Load(), errs, time.Since(begin)
+	var ok atomic.Int64
+	took := parallel(ctx, len(conns), workers, func(i int) {
+		if conns[i] == nil {
+			return
+		}
+		if err := query(ctx, conns[i], "SELECT 1"); err != nil {
+			errs.add(err)
+			return
+		}
+		ok.Add(1)
+	})
+	return ok.Load(), errs, took
 }
 
 // closeAll closes connections in parallel.
 func closeAll(conns []driver.Conn, workers int) {
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1) - 1)
-				if i >= len(conns) {
-					return
-				}
-				if conns[i] != nil {
-					_ = conns[i].Close()
-					conns[i] = nil
-				}
-			}
-		}()
-	}
-	wg.Wait()
+	parallel(context.Background(), len(conns), workers, func(i int) {
+		if conns[i] != nil {
+			_ = conns[i].Close()
+			conns[i] = nil
+		}
+	})
 }
