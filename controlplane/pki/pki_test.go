@@ -1,0 +1,133 @@
+package pki
+
+import (
+	"bytes"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"net"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestNodeCertIsDeterministicAndVerifies(t *testing.T) {
+	dir := t.TempDir()
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	seed := []byte("0123456789abcdef0123456789abcdef")
+	ca, created, err := LoadOrCreate(dir, seed, now)
+	if err != nil || !created {
+		t.Fatalf("LoadOrCreate = %v, created %v", err, created)
+	}
+	st, err := os.Stat(filepath.Join(dir, CAKeyFile))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("CA key mode = %v, %v; want 0600", st.Mode().Perm(), err)
+	}
+	a, err := ca.NodeCert("127.0.1.1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A second CA object from the same files (another replica, or a
+	// restart) derives the same bytes.
+	ca2, created, err := LoadOrCreate(dir, seed, now.Add(time.Hour))
+	if err != nil || created {
+		t.Fatalf("reload = %v, created %v", err, created)
+	}
+	b, err := ca2.NodeCert("127.0.1.1", now.Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a.CertPEM, b.CertPEM) || !bytes.Equal(a.KeyPEM, b.KeyPEM) {
+		t.Fatal("node certificate differs between two loads of the same CA")
+	}
+	other, err := ca.NodeCert("127.0.2.1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(other.KeyPEM, a.KeyPEM) {
+		t.Fatal("two addresses got the same key")
+	}
+	// A different seed gives a different key.
+	ca3, err := Parse(ca.CertPEM(), mustRead(t, filepath.Join(dir, CAKeyFile)), []byte("another seed"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ca3.NodeCert("127.0.1.1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(c.KeyPEM, a.KeyPEM) {
+		t.Fatal("the seed does not change the node key")
+	}
+
+	pair, err := tls.X509KeyPair(a.CertPEM, a.KeyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(a.CertPEM)
+	leaf, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := leaf.Verify(x509.VerifyOptions{Roots: ca.Pool(), CurrentTime: now}); err != nil {
+		t.Fatalf("node certificate does not verify against the CA: %v", err)
+	}
+	if err := leaf.VerifyHostname("127.0.1.1"); err != nil {
+		t.Fatal(err)
+	}
+	handshake(t, pair, ca.Pool(), "127.0.1.1")
+}
+
+func TestServerCertHandshake(t *testing.T) {
+	ca, _, err := LoadOrCreate(t.TempDir(), []byte("seed"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.ServerCert([]string{"cp.example"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	handshake(t, cert, ca.Pool(), "cp.example")
+}
+
+func TestParseRejectsMismatchedKey(t *testing.T) {
+	d1, d2 := t.TempDir(), t.TempDir()
+	if _, _, err := LoadOrCreate(d1, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := LoadOrCreate(d2, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse(mustRead(t, filepath.Join(d1, CAFile)), mustRead(t, filepath.Join(d2, CAKeyFile)), nil); err == nil {
+		t.Fatal("a CA certificate with another CA's key was accepted")
+	}
+}
+
+func handshake(t *testing.T, cert tls.Certificate, roots *x509.CertPool, name string) {
+	t.Helper()
+	c1, c2 := net.Pipe()
+	defer c1.Close()
+	defer c2.Close()
+	errc := make(chan error, 1)
+	go func() {
+		s := tls.Server(c1, &tls.Config{Certificates: []tls.Certificate{cert}})
+		errc <- s.Handshake()
+	}()
+	cl := tls.Client(c2, &tls.Config{RootCAs: roots, ServerName: name})
+	if err := cl.Handshake(); err != nil {
+		t.Fatalf("client handshake: %v", err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatalf("server handshake: %v", err)
+	}
+}
+
+func mustRead(t *testing.T, p string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
