@@ -5,6 +5,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -124,10 +125,50 @@ type Node struct {
 	MaxPacketSize int `json:"max_packet_size,omitempty"`
 }
 
-// TLS names a certificate and key in PEM files.
+// TLS is a certificate and key in PEM, either in files (CertFile, KeyFile)
+// or inline (CertPEM, KeyPEM, as the control plane pushes them); the two
+// ways exclude each other.
 type TLS struct {
 	CertFile string `json:"cert_file,omitempty"`
 	KeyFile  string `json:"key_file,omitempty"`
+	CertPEM  string `json:"cert_pem,omitempty"`
+	KeyPEM   string `json:"key_pem,omitempty"`
+}
+
+// String hides the private key.
+func (t TLS) String() string {
+	switch {
+	case t.CertPEM != "" || t.KeyPEM != "":
+		return fmt.Sprintf("inline TLS certificate (%d bytes, key hidden)", len(t.CertPEM))
+	case t.CertFile != "" || t.KeyFile != "":
+		return fmt.Sprintf("TLS certificate %s, key %s", t.CertFile, t.KeyFile)
+	}
+	return "self-signed TLS certificate"
+}
+
+// Inline reports whether the certificate and key are given inline.
+func (t TLS) Inline() bool { return t.CertPEM != "" || t.KeyPEM != "" }
+
+// validate checks that the files and the inline PEM are not mixed, that
+// each comes as a pair, and that an inline pair parses.
+func (t TLS) validate(bad func(field, format string, a ...any)) {
+	const f = "node.tls"
+	files := t.CertFile != "" || t.KeyFile != ""
+	switch {
+	case files && t.Inline():
+		bad(f, "give cert_file and key_file or cert_pem and key_pem, not both")
+	case files && (t.CertFile == "" || t.KeyFile == ""):
+		bad(f, "cert_file and key_file go together")
+	case t.Inline() && t.CertPEM == "":
+		bad(f+".cert_pem", "is required with key_pem")
+	case t.Inline() && t.KeyPEM == "":
+		bad(f+".key_pem", "is required with cert_pem")
+	case t.Inline():
+		// The parse error names no key material.
+		if _, err := tls.X509KeyPair([]byte(t.CertPEM), []byte(t.KeyPEM)); err != nil {
+			bad(f+".cert_pem", "not a valid certificate and key pair: %v", err)
+		}
+	}
 }
 
 // Secret is a set of database credentials.
@@ -234,10 +275,24 @@ func Parse(b []byte) (*Config, error) {
 		return nil, fmt.Errorf("parse config: unexpected data after the top-level object")
 	}
 	c.ApplyDefaults()
-	if err := c.Validate(); err != nil {
+	if err := errors.Join(c.Validate(), c.requireTargets()); err != nil {
 		return nil, err
 	}
 	return &c, nil
+}
+
+// requireTargets rejects proxies without targets. A file that declares
+// such a proxy has a mistake in it; a configuration pushed by the control
+// plane may carry one (a proxy whose targets are not registered yet), and
+// the node serves it, answering clients that no target is available.
+func (c *Config) requireTargets() error {
+	var errs []error
+	for i, p := range c.Proxies {
+		if len(p.Targets) == 0 {
+			errs = append(errs, fmt.Errorf("proxies[%d].targets: at least one target is required", i))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // ApplyDefaults fills in unset fields.
@@ -328,6 +383,7 @@ func (c *Config) Validate() error {
 	if c.Node.HandshakeTimeout < 0 {
 		bad("node.handshake_timeout", "must not be negative")
 	}
+	c.Node.TLS.validate(bad)
 	addrs := map[string]string{}
 	names := map[string]bool{}
 	for i, p := range c.Proxies {
@@ -378,9 +434,6 @@ func (c *Config) Validate() error {
 			if e.TargetRole != TargetRoleReadWrite && e.TargetRole != TargetRoleReadOnly {
 				bad(ef+".target_role", "must be READ_WRITE or READ_ONLY, got %q", e.TargetRole)
 			}
-		}
-		if len(p.Targets) == 0 {
-			bad(f+".targets", "at least one target is required")
 		}
 		for j, t := range p.Targets {
 			tf := fmt.Sprintf("%s.targets[%d]", f, j)

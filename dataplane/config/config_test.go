@@ -1,8 +1,16 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
+	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -163,7 +171,6 @@ func TestValidationErrorsNameTheirField(t *testing.T) {
 			c.Proxies[0].Endpoints = append(c.Proxies[0].Endpoints, Endpoint{Name: "b", Address: "127.0.0.1:6033", TargetRole: TargetRoleReadOnly})
 		}, "proxies[0].endpoints[1].address"},
 		{"target role of endpoint", func(c *Config) { c.Proxies[0].Endpoints[0].TargetRole = "ANY" }, "proxies[0].endpoints[0].target_role"},
-		{"no targets", func(c *Config) { c.Proxies[0].Targets = nil }, "proxies[0].targets"},
 		{"target host", func(c *Config) { c.Proxies[0].Targets[0].Host = "" }, "proxies[0].targets[0].host"},
 		{"target port zero", func(c *Config) { c.Proxies[0].Targets[0].Port = 0 }, "proxies[0].targets[0].port"},
 		{"target port too high", func(c *Config) { c.Proxies[0].Targets[0].Port = 70000 }, "proxies[0].targets[0].port"},
@@ -183,6 +190,14 @@ func TestValidationErrorsNameTheirField(t *testing.T) {
 		{"negative handshake timeout", func(c *Config) { c.Node.HandshakeTimeout = Duration(-time.Second) }, "node.handshake_timeout"},
 		{"negative idle client timeout", func(c *Config) { c.Proxies[0].IdleClientTimeout = Duration(-time.Second) }, "proxies[0].idle_client_timeout"},
 		{"negative max client connections", func(c *Config) { c.Proxies[0].MaxClientConnections = -1 }, "proxies[0].max_client_connections"},
+		{"tls files and inline", func(c *Config) {
+			c.Node.TLS = TLS{CertFile: "c.pem", KeyFile: "k.pem", CertPEM: testCert.cert, KeyPEM: testCert.key}
+		}, "node.tls"},
+		{"tls cert file without key file", func(c *Config) { c.Node.TLS = TLS{CertFile: "c.pem"} }, "node.tls"},
+		{"tls cert pem without key", func(c *Config) { c.Node.TLS = TLS{CertPEM: testCert.cert} }, "node.tls.key_pem"},
+		{"tls key pem without cert", func(c *Config) { c.Node.TLS = TLS{KeyPEM: testCert.key} }, "node.tls.cert_pem"},
+		{"tls pem garbage", func(c *Config) { c.Node.TLS = TLS{CertPEM: "not a certificate", KeyPEM: testCert.key} }, "node.tls.cert_pem"},
+		{"tls key of another certificate", func(c *Config) { c.Node.TLS = TLS{CertPEM: testCert.cert, KeyPEM: otherCert.key} }, "node.tls.cert_pem"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -197,6 +212,9 @@ func TestValidationErrorsNameTheirField(t *testing.T) {
 			}
 			if strings.Contains(err.Error(), "pw") {
 				t.Fatalf("error %q shows a password", err)
+			}
+			if strings.Contains(err.Error(), "PRIVATE KEY") || strings.Contains(err.Error(), keyBody(testCert.key)) || strings.Contains(err.Error(), keyBody(otherCert.key)) {
+				t.Fatalf("error %q shows a private key", err)
 			}
 			// Parse reports the same problem from the file.
 			b, merr := json.Marshal(c)
@@ -331,3 +349,99 @@ func TestSecretStringHidesPassword(t *testing.T) {
 		t.Fatalf("String() = %q", s.String())
 	}
 }
+
+func TestTargetsRequiredInFilesOnly(t *testing.T) {
+	// A pushed proxy may have no targets yet: the node serves it and tells
+	// clients that no target is available. A file without targets has a
+	// mistake in it.
+	c := mustParse(t, minimal)
+	c.Proxies[0].Targets = nil
+	if err := c.Validate(); err != nil {
+		t.Fatalf("Validate rejected a proxy without targets: %v", err)
+	}
+	b, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Parse(b); err == nil || !strings.Contains(err.Error(), "proxies[0].targets: ") {
+		t.Fatalf("Parse of a file without targets: %v", err)
+	}
+}
+
+func TestInlineTLS(t *testing.T) {
+	tests := []struct {
+		name string
+		tls  TLS
+	}{
+		{"inline pair", TLS{CertPEM: testCert.cert, KeyPEM: testCert.key}},
+		{"files", TLS{CertFile: "c.pem", KeyFile: "k.pem"}},
+		{"none", TLS{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := mustParse(t, minimal)
+			c.Node.TLS = tt.tls
+			if err := c.Validate(); err != nil {
+				t.Fatalf("Validate: %v", err)
+			}
+			// The inline pair survives a trip through the file format.
+			b, err := json.Marshal(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := Parse(b)
+			if err != nil {
+				t.Fatalf("Parse: %v", err)
+			}
+			if back.Node.TLS != tt.tls {
+				t.Fatalf("TLS after a round trip = %v, want %v", back.Node.TLS, tt.tls)
+			}
+			if tt.tls.Inline() != (tt.tls.CertPEM != "") {
+				t.Fatalf("Inline() = %v", tt.tls.Inline())
+			}
+		})
+	}
+}
+
+func TestTLSStringHidesKey(t *testing.T) {
+	tl := TLS{CertPEM: testCert.cert, KeyPEM: testCert.key}
+	for _, s := range []string{tl.String(), fmt.Sprintf("%v", tl), fmt.Sprintf("%+v", Node{TLS: tl})} {
+		if strings.Contains(s, keyBody(testCert.key)) {
+			t.Fatalf("formatted TLS shows the key: %q", s)
+		}
+	}
+}
+
+type pemPair struct{ cert, key string }
+
+// The pairs are made once: generating them is pure computation, and two
+// distinct pairs let a test mix a certificate with the wrong key.
+var testCert, otherCert = newPEMPair(), newPEMPair()
+
+func newPEMPair() pemPair {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "config test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		panic(err)
+	}
+	return pemPair{
+		cert: string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})),
+		key:  string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})),
+	}
+}
+
+// keyBody returns a line of a PEM key's base64 body.
+func keyBody(keyPEM string) string { return strings.Split(keyPEM, "\n")[1] }

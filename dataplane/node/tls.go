@@ -17,18 +17,27 @@ import (
 	"github.com/dbproxy/dbproxy/dataplane/config"
 )
 
-// loadTLS loads the configured certificate or generates a self-signed one
-// for the node's lifetime.
+// loadTLS loads the configured certificate (inline PEM, as the control
+// plane pushes it, or files) or generates a self-signed one for the node's
+// lifetime.
 func loadTLS(c config.TLS) (*tls.Config, error) {
 	var cert tls.Certificate
 	var err error
-	if c.CertFile != "" || c.KeyFile != "" {
+	switch {
+	case c.Inline():
+		cert, err = tls.X509KeyPair([]byte(c.CertPEM), []byte(c.KeyPEM))
+		if err != nil {
+			return nil, fmt.Errorf("load inline TLS key pair: %w", err)
+		}
+	case c.CertFile != "" || c.KeyFile != "":
 		cert, err = tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 		if err != nil {
 			return nil, fmt.Errorf("load TLS key pair: %w", err)
 		}
-	} else if cert, err = selfSigned(); err != nil {
-		return nil, err
+	default:
+		if cert, err = selfSigned(); err != nil {
+			return nil, err
+		}
 	}
 	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
