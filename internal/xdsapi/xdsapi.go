@@ -46,8 +46,14 @@ func DBSecretName(secret string) string { return DBSecretPrefix + secret }
 // name made by DBSecretName, and false for any other name.
 func SecretFromDBSecretName(name string) (string, bool) {
 	s, ok := strings.CutPrefix(name, DBSecretPrefix)
-	return s, ok && s != ""
+	if !ok || s == "" {
+		return "", false
+	}
+	return s, true
 }
+
+// DefaultEndpoint is the name of the READ_WRITE endpoint every proxy has.
+const DefaultEndpoint = "default"
 
 // ListenerName returns the name of the listener of a proxy's endpoint
 // ("<proxy>/<endpoint>").
