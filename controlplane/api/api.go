@@ -1,0 +1,427 @@
+// Package api serves the control plane's admin REST API under /v1: CRUD for
+// the desired-state objects and IAM identities, read-only node and rollout
+// status. Every request is SigV4-signed and authorised against IAM
+// policies; errors are JSON with a stable code, a message and, for invalid
+// input, the field.
+package api
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/dbproxy/dbproxy/controlplane/iam"
+	"github.com/dbproxy/dbproxy/controlplane/model"
+	"github.com/dbproxy/dbproxy/controlplane/store"
+	"github.com/dbproxy/dbproxy/internal/sigv4"
+)
+
+// RootUser is the user the root access key belongs to. It is allowed
+// every action and cannot be deleted.
+const RootUser = "root"
+
+// maxBody bounds a request body.
+const maxBody = 1 << 20
+
+// Fleet is what the API needs from the xDS server: the nodes it knows and a
+// way to wait for a rollout.
+type Fleet interface {
+	Nodes() []Node
+	// WaitRollout waits until every connected node in zones (nil: all)
+	// acked a configuration built at revision >= rev. rejected reports
+	// that a node refused it.
+	WaitRollout(ctx context.Context, rev uint64, zones []string) (nodes []Node, rejected bool, err error)
+}
+
+// Node is one data-plane node as the API reports it.
+type Node struct {
+	ID              string     `json:"id"`
+	Zone            string     `json:"zone"`
+	Address         string     `json:"address"`
+	Connected       bool       `json:"connected"`
+	ConnectedAt     *time.Time `json:"connected_at,omitempty"`
+	LastSeen        *time.Time `json:"last_seen,omitempty"`
+	CurrentVersion  string     `json:"current_version"`
+	CurrentRevision uint64     `json:"current_revision"`
+	AckedVersion    string     `json:"acked_version"`
+	AckedRevision   uint64     `json:"acked_revision"`
+	LastNack        *Nack      `json:"last_nack,omitempty"`
+}
+
+// Nack is a configuration a node rejected.
+type Nack struct {
+	Version string    `json:"version"`
+	TypeURL string    `json:"type_url"`
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+// Options configure the API.
+type Options struct {
+	Store  store.Store
+	Fleet  Fleet
+	Logger hclog.Logger
+	// Region is the SigV4 region requests must be signed for.
+	Region string
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Skew is the allowed clock skew of signed requests (default 5m).
+	Skew time.Duration
+	// PortMin and PortMax bound allocated proxy and endpoint ports
+	// (default 6033-6999).
+	PortMin, PortMax int
+	// MaxRolloutWait bounds ?wait= on /v1/rollout (default 10m).
+	MaxRolloutWait time.Duration
+}
+
+// API is the admin API handler.
+type API struct {
+	opts     Options
+	log      hclog.Logger
+	verifier *sigv4.Verifier
+	mux      *http.ServeMux
+}
+
+// New returns the API handler.
+func New(opts Options) (*API, error) {
+	if opts.Store == nil {
+		return nil, errors.New("api: a store is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Region == "" {
+		opts.Region = sigv4.DefaultRegion
+	}
+	if opts.PortMin == 0 {
+		opts.PortMin, opts.PortMax = 6033, 6999
+	}
+	if opts.PortMax < opts.PortMin {
+		return nil, fmt.Errorf("api: port range %d-%d is empty", opts.PortMin, opts.PortMax)
+	}
+	if opts.MaxRolloutWait == 0 {
+		opts.MaxRolloutWait = 10 * time.Minute
+	}
+	a := &API{opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	a.verifier = &sigv4.Verifier{Lookup: a.lookupKey, Region: opts.Region, Now: opts.Now, Skew: opts.Skew}
+	a.routes()
+	return a, nil
+}
+
+// ServeHTTP authenticates the request and dispatches it.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := a.opts.Now()
+	rw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		if v := recover(); v != nil {
+			a.log.Error("panic in API handler", "method", r.Method, "path", r.URL.Path, "panic", v)
+			if rw.status == 0 {
+				writeError(rw, errInternal())
+			}
+		}
+	}()
+	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, maxBody))
+	if err != nil {
+		writeError(rw, &Error{Status: http.StatusRequestEntityTooLarge, Code: "RequestTooLarge", Message: fmt.Sprintf("the request body is over %d bytes or could not be read", maxBody)})
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	p, aerr := a.authenticate(r, body)
+	if aerr != nil {
+		a.log.Info("request refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "code", aerr.Code)
+		writeError(rw, aerr)
+		return
+	}
+	ctx := context.WithValue(r.Context(), principalKey{}, p)
+	a.mux.ServeHTTP(rw, r.WithContext(ctx))
+	a.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rw.status,
+		"access_key_id", p.AccessKeyID, "duration", a.opts.Now().Sub(start))
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+// Error is an API error as clients see it.
+type Error struct {
+	Status  int    `json:"-"`
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Field   string `json:"field,omitempty"`
+	// Fields lists every invalid field when there are several.
+	Fields model.FieldErrors `json:"fields,omitempty"`
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Message }
+
+func errInternal() *Error {
+	return &Error{Status: http.StatusInternalServerError, Code: "InternalError", Message: "the control plane failed to handle the request; see its log"}
+}
+
+func errNotFound(what string) *Error {
+	return &Error{Status: http.StatusNotFound, Code: "NotFound", Message: what + " does not exist"}
+}
+
+func errConflict(field, format string, a ...any) *Error {
+	return &Error{Status: http.StatusConflict, Code: "Conflict", Field: field, Message: fmt.Sprintf(format, a...)}
+}
+
+func errBadRequest(field, format string, a ...any) *Error {
+	return &Error{Status: http.StatusBadRequest, Code: "ValidationError", Field: field, Message: fmt.Sprintf(format, a...)}
+}
+
+func validationError(err error) *Error {
+	if es, ok := model.AsFieldErrors(err); ok {
+		e := &Error{Status: http.StatusBadRequest, Code: "ValidationError", Message: es.Error(), Field: es[0].Field}
+		if len(es) > 1 {
+			e.Fields = es
+		}
+		return e
+	}
+	return &Error{Status: http.StatusBadRequest, Code: "ValidationError", Message: err.Error()}
+}
+
+func writeError(w http.ResponseWriter, e *Error) {
+	writeJSON(w, e.Status, map[string]*Error{"error": e})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status = http.StatusInternalServerError
+		b = []byte(`{"error":{"code":"InternalError","message":"cannot encode the response"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)+1))
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// fail turns any error from a handler step into a response.
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+	case errors.Is(err, store.ErrConflict):
+		e = &Error{Status: http.StatusPreconditionFailed, Code: "PreconditionFailed", Message: "the object changed since the revision given in If-Match"}
+	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
+		e = &Error{Status: http.StatusServiceUnavailable, Code: "RequestCanceled", Message: "the request was canceled or timed out"}
+	default:
+		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		e = errInternal()
+	}
+	writeError(w, e)
+}
+
+// decode reads a JSON body strictly into v.
+func decode(r *http.Request, v any) *Error {
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		var se *json.SyntaxError
+		switch {
+		case errors.As(err, &te):
+			return errBadRequest(te.Field, "must be a %s, got %s", jsonType(te.Type.Kind().String()), te.Value)
+		case errors.As(err, &se):
+			return &Error{Status: http.StatusBadRequest, Code: "MalformedJSON", Message: fmt.Sprintf("the body is not valid JSON (offset %d): %v", se.Offset, err)}
+		case errors.Is(err, io.EOF):
+			return &Error{Status: http.StatusBadRequest, Code: "MalformedJSON", Message: "the request needs a JSON body"}
+		case strings.HasPrefix(err.Error(), "json: unknown field "):
+			field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+			return errBadRequest(field, "is not a known field")
+		default:
+			return &Error{Status: http.StatusBadRequest, Code: "MalformedJSON", Message: err.Error()}
+		}
+	}
+	if dec.More() {
+		return &Error{Status: http.StatusBadRequest, Code: "MalformedJSON", Message: "unexpected data after the JSON object"}
+	}
+	return nil
+}
+
+func jsonType(kind string) string {
+	switch {
+	case strings.HasPrefix(kind, "int"), strings.HasPrefix(kind, "uint"), strings.HasPrefix(kind, "float"):
+		return "number"
+	case kind == "slice":
+		return "list"
+	case kind == "struct", kind == "map":
+		return "object"
+	}
+	return kind
+}
+
+// Principal is the caller of a request.
+type Principal struct {
+	User        string
+	AccessKeyID string
+}
+
+type principalKey struct{}
+
+func principalFrom(ctx context.Context) *Principal {
+	p, _ := ctx.Value(principalKey{}).(*Principal)
+	return p
+}
+
+func (a *API) lookupKey(ctx context.Context, id string) (string, error) {
+	k, err := ActiveKey(ctx, a.opts.Store, id)
+	if err != nil {
+		return "", err
+	}
+	return k.SecretAccessKey, nil
+}
+
+func (a *API) authenticate(r *http.Request, body []byte) (*Principal, *Error) {
+	id, err := a.verifier.VerifyRequest(r.Context(), r, body)
+	if err != nil {
+		return nil, authError(err)
+	}
+	k, err := ActiveKey(r.Context(), a.opts.Store, id)
+	if err != nil {
+		return nil, authError(err)
+	}
+	return &Principal{User: k.User, AccessKeyID: id}, nil
+}
+
+// authError maps a verification failure to a response that says what is
+// wrong without echoing anything secret.
+func authError(err error) *Error {
+	e := &Error{Status: http.StatusUnauthorized}
+	switch {
+	case errors.Is(err, sigv4.ErrMissingAuth):
+		e.Code, e.Message = "MissingAuthenticationToken", "the request is not signed; sign it with SigV4 (service dbproxy) using an access key"
+	case errors.Is(err, sigv4.ErrUnknownKey):
+		e.Code, e.Message = "InvalidAccessKeyId", "the access key id in the signature does not exist"
+	case errors.Is(err, sigv4.ErrInactiveKey):
+		e.Code, e.Message = "InactiveAccessKey", "the access key is inactive"
+	case errors.Is(err, sigv4.ErrBadSignature):
+		e.Code, e.Message = "SignatureDoesNotMatch", "the request signature does not match; check the secret access key and the signing method"
+	case errors.Is(err, sigv4.ErrExpired), errors.Is(err, sigv4.ErrClockSkew):
+		e.Code, e.Message = "RequestExpired", "the request's X-Amz-Date is outside the allowed window; check the client's clock"
+	case errors.Is(err, sigv4.ErrWrongService), errors.Is(err, sigv4.ErrWrongRegion):
+		e.Code, e.Message = "InvalidCredentialScope", err.Error()
+	default:
+		e.Code, e.Message = "IncompleteSignature", "the request signature is malformed"
+	}
+	return e
+}
+
+// authorize checks that the caller may do action on resource.
+func (a *API) authorize(ctx context.Context, action, resource string) error {
+	p := principalFrom(ctx)
+	if p == nil {
+		return &Error{Status: http.StatusUnauthorized, Code: "MissingAuthenticationToken", Message: "the request is not authenticated"}
+	}
+	if p.User == RootUser {
+		return nil
+	}
+	policies, err := a.policiesOf(ctx, p.User)
+	if err != nil {
+		return err
+	}
+	if iam.Evaluate(policies, action, resource) != iam.Allow {
+		return &Error{Status: http.StatusForbidden, Code: "AccessDenied",
+			Message: fmt.Sprintf("user %s is not authorized to perform %s on %s", p.User, action, resource)}
+	}
+	return nil
+}
+
+// policiesOf returns the parsed policies attached to user.
+func (a *API) policiesOf(ctx context.Context, user string) ([]*iam.Policy, error) {
+	return UserPolicies(ctx, a.opts.Store, user, a.log)
+}
+
+// UserPolicies reads and parses the policies attached to user. A stored
+// document that no longer parses is skipped and logged; documents are
+// parsed before they are stored, so this takes a newer, stricter parser.
+func UserPolicies(ctx context.Context, st store.Store, user string, log hclog.Logger) ([]*iam.Policy, error) {
+	var out []*iam.Policy
+	_, err := st.View(ctx, func(r store.Reader) error {
+		atts, err := decodeAll[model.Attachment](r, model.KindAttachment, user+"/")
+		if err != nil {
+			return err
+		}
+		for _, at := range atts {
+			var pol model.Policy
+			if err := getInto(r, model.KindPolicy, at.Policy, &pol); err != nil {
+				if errors.Is(err, store.ErrNotFound) {
+					continue
+				}
+				return err
+			}
+			parsed, err := iam.ParsePolicy(pol.Document)
+			if err != nil {
+				log.Error("stored policy does not parse", "policy", pol.Name, "error", err)
+				continue
+			}
+			out = append(out, parsed)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ActiveKey reads an access key, failing with sigv4.ErrUnknownKey or
+// sigv4.ErrInactiveKey.
+func ActiveKey(ctx context.Context, st store.Store, id string) (*model.AccessKey, error) {
+	var k model.AccessKey
+	_, err := st.View(ctx, func(r store.Reader) error { return getInto(r, model.KindAccessKey, id, &k) })
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, sigv4.ErrUnknownKey
+	}
+	if err != nil {
+		return nil, err
+	}
+	if k.Status != model.KeyActive {
+		return nil, sigv4.ErrInactiveKey
+	}
+	return &k, nil
+}
+
+// getObject reads and decodes one object.
+func (a *API) getObject(ctx context.Context, kind, key string, v any) error {
+	_, err := a.opts.Store.View(ctx, func(r store.Reader) error {
+		return getInto(r, kind, key, v)
+	})
+	return err
+}
+
+func getInto(r store.Reader, kind, key string, v any) error {
+	o, err := r.Get(kind, key)
+	if err != nil {
+		return err
+	}
+	if err := json.Unmarshal(o.Value, v); err != nil {
+		return fmt.Errorf("decode %s/%s: %w", kind, key, err)
+	}
+	return nil
+}

@@ -1,0 +1,439 @@
+// Package controlplane wires the control plane together: the store in the
+// data directory (encrypted at rest), the root credentials and the CA
+// created at first start, the admin API over HTTPS and the xDS server over
+// gRPC with TLS, and the loop that republishes node snapshots after every
+// store commit.
+package controlplane
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+
+	"github.com/dbproxy/dbproxy/controlplane/api"
+	"github.com/dbproxy/dbproxy/controlplane/model"
+	"github.com/dbproxy/dbproxy/controlplane/pki"
+	"github.com/dbproxy/dbproxy/controlplane/store"
+	"github.com/dbproxy/dbproxy/controlplane/translate"
+	"github.com/dbproxy/dbproxy/controlplane/xds"
+	"github.com/dbproxy/dbproxy/internal/seal"
+	"github.com/dbproxy/dbproxy/internal/sigv4"
+	"github.com/dbproxy/dbproxy/internal/xdsapi"
+)
+
+// Files in the data directory.
+const (
+	StateFile           = "state.db"
+	MasterKeyFile       = "master.key"
+	RootCredentialsFile = "root-credentials.json"
+)
+
+// MasterKeyEnv names the environment variable that may hold the master key
+// (base64 of 32 bytes) instead of the key file.
+const MasterKeyEnv = "DBPROXY_MASTER_KEY"
+
+// Options configure a control plane.
+type Options struct {
+	// DataDir holds the store, the master key (unless given otherwise),
+	// the CA and the root credentials.
+	DataDir string
+	// APIAddress and XDSAddress are where the admin API (HTTPS) and the
+	// xDS server (gRPC over TLS) listen; port 0 picks a free port.
+	APIAddress, XDSAddress string
+	// Hosts are extra names and addresses for the server certificate.
+	Hosts []string
+	// MasterKeyFile overrides <data-dir>/master.key; $DBPROXY_MASTER_KEY
+	// overrides both.
+	MasterKeyFile string
+	// Region is the SigV4 region requests and tokens are signed for.
+	Region string
+	// PortMin and PortMax bound the ports allocated to proxies.
+	PortMin, PortMax int
+	Logger           hclog.Logger
+	Now              func() time.Time
+}
+
+// RootCredentials is the content of root-credentials.json.
+type RootCredentials struct {
+	AccessKeyID     string `json:"access_key_id"`
+	SecretAccessKey string `json:"secret_access_key"`
+	Region          string `json:"region"`
+	Endpoint        string `json:"endpoint"`
+	CAFile          string `json:"ca_file"`
+}
+
+// Server is a running control plane.
+type Server struct {
+	opts    Options
+	log     hclog.Logger
+	store   store.Store
+	ca      *pki.CA
+	xds     *xds.Server
+	apiLn   net.Listener
+	xdsLn   net.Listener
+	http    *http.Server
+	grpc    *grpc.Server
+	root    RootCredentials
+	stop    context.CancelFunc
+	wg      sync.WaitGroup
+	closeMu sync.Once
+}
+
+// Start opens the data directory, bootstraps it on first start, and
+// serves until Close.
+func Start(ctx context.Context, opts Options) (_ *Server, err error) {
+	if opts.DataDir == "" {
+		return nil, errors.New("controlplane: a data directory is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Region == "" {
+		opts.Region = sigv4.DefaultRegion
+	}
+	if opts.MasterKeyFile == "" {
+		opts.MasterKeyFile = filepath.Join(opts.DataDir, MasterKeyFile)
+	}
+	if opts.APIAddress == "" {
+		opts.APIAddress = "127.0.0.1:8443"
+	}
+	if opts.XDSAddress == "" {
+		opts.XDSAddress = "127.0.0.1:18000"
+	}
+	log := opts.Logger
+	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data directory: %w", err)
+	}
+	masterKey, created, err := seal.LoadOrCreateMasterKey(MasterKeyEnv, opts.MasterKeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Info("generated a master key", "path", opts.MasterKeyFile)
+	}
+	sealer, err := seal.New(derive(masterKey, "store"))
+	if err != nil {
+		return nil, err
+	}
+	bolt, err := store.OpenBolt(filepath.Join(opts.DataDir, StateFile), store.BoltOptions{LockTimeout: 5 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{opts: opts, log: log, store: store.Encrypted(bolt, sealer, model.SensitiveKinds...)}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	ca, created, err := pki.LoadOrCreate(opts.DataDir, derive(masterKey, "node-tls"), opts.Now())
+	if err != nil {
+		return nil, err
+	}
+	if created {
+		log.Info("generated the control plane CA", "path", filepath.Join(opts.DataDir, pki.CAFile))
+	}
+	s.ca = ca
+	serverCert, err := ca.ServerCert(opts.Hosts, opts.Now())
+	if err != nil {
+		return nil, err
+	}
+	if s.apiLn, err = net.Listen("tcp", opts.APIAddress); err != nil {
+		return nil, fmt.Errorf("listen for the API: %w", err)
+	}
+	if s.xdsLn, err = net.Listen("tcp", opts.XDSAddress); err != nil {
+		return nil, fmt.Errorf("listen for xDS: %w", err)
+	}
+	if err := s.bootstrapRoot(ctx); err != nil {
+		return nil, err
+	}
+
+	verifier := &sigv4.Verifier{Lookup: s.lookupKey, Region: opts.Region, Now: opts.Now}
+	s.xds, err = xds.New(xds.Options{
+		Logger:     log.Named("xds"),
+		Authorizer: &nodeAuthorizer{verifier: verifier, store: s.store, log: log.Named("nodeauth")},
+		Build:      s.build,
+		Now:        opts.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	handler, err := api.New(api.Options{
+		Store: s.store, Fleet: fleet{s.xds}, Logger: log.Named("api"), Region: opts.Region,
+		Now: opts.Now, PortMin: opts.PortMin, PortMax: opts.PortMax,
+	})
+	if err != nil {
+		return nil, err
+	}
+	tlsCfg := &tls.Config{Certificates: []tls.Certificate{serverCert}, MinVersion: tls.VersionTLS12}
+	s.http = &http.Server{
+		Handler:           handler,
+		TLSConfig:         tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+	}
+	s.grpc = grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsCfg.Clone())),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	s.xds.Register(s.grpc)
+
+	runCtx, stop := context.WithCancel(context.Background())
+	s.stop = stop
+	s.wg.Add(3)
+	go func() {
+		defer s.wg.Done()
+		if err := s.http.ServeTLS(s.apiLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("API server stopped", "error", err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		if err := s.grpc.Serve(s.xdsLn); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			log.Error("xDS server stopped", "error", err)
+		}
+	}()
+	go func() {
+		defer s.wg.Done()
+		s.republish(runCtx)
+	}()
+	log.Info("control plane serving", "api", "https://"+s.APIAddr(), "xds", s.XDSAddr(), "data_dir", opts.DataDir, "revision", s.store.Revision())
+	return s, nil
+}
+
+// derive gives each use of the master key its own key.
+func derive(master []byte, purpose string) []byte {
+	h := hmac.New(sha256.New, master)
+	h.Write([]byte("dbproxy/" + purpose))
+	return h.Sum(nil)
+}
+
+// republish refreshes node snapshots after every commit.
+func (s *Server) republish(ctx context.Context) {
+	ch, cancel := s.store.Subscribe()
+	defer cancel()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case _, ok := <-ch:
+			if !ok {
+				return
+			}
+			if err := s.xds.Refresh(ctx); err != nil && ctx.Err() == nil {
+				s.log.Error("cannot publish the new configuration", "error", err)
+			}
+		}
+	}
+}
+
+// build assembles the snapshot a node should serve now.
+func (s *Server) build(ctx context.Context, node xdsapi.NodeInfo) (*cache.Snapshot, uint64, error) {
+	st, err := ReadState(ctx, s.store)
+	if err != nil {
+		return nil, 0, err
+	}
+	var opts translate.Options
+	if node.Address != "" {
+		c, err := s.ca.NodeCert(node.Address, s.opts.Now())
+		if err != nil {
+			return nil, 0, err
+		}
+		opts.NodeTLS = &translate.TLSMaterial{CertPEM: c.CertPEM, KeyPEM: c.KeyPEM}
+	}
+	snap, err := translate.Snapshot(st, node, opts)
+	if err != nil {
+		return nil, 0, fmt.Errorf("translate revision %d for node %s: %w", st.Revision, node.ID, err)
+	}
+	return snap, st.Revision, nil
+}
+
+// ReadState reads the whole desired state in one consistent view.
+func ReadState(ctx context.Context, st store.Store) (*model.State, error) {
+	var out model.State
+	rev, err := st.View(ctx, func(r store.Reader) error {
+		var err error
+		if out.Secrets, err = decodeAll[model.Secret](r, model.KindSecret); err != nil {
+			return err
+		}
+		if out.Proxies, err = decodeAll[model.Proxy](r, model.KindProxy); err != nil {
+			return err
+		}
+		if out.TargetGroups, err = decodeAll[model.TargetGroup](r, model.KindTargetGroup); err != nil {
+			return err
+		}
+		if out.Targets, err = decodeAll[model.Target](r, model.KindTarget); err != nil {
+			return err
+		}
+		if out.Endpoints, err = decodeAll[model.Endpoint](r, model.KindEndpoint); err != nil {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read state: %w", err)
+	}
+	out.Revision = rev
+	return &out, nil
+}
+
+func decodeAll[T any](r store.Reader, kind string) ([]T, error) {
+	objs, err := r.List(kind, "")
+	if err != nil {
+		return nil, err
+	}
+	out := make([]T, 0, len(objs))
+	for _, o := range objs {
+		var v T
+		if err := json.Unmarshal(o.Value, &v); err != nil {
+			return nil, fmt.Errorf("decode %s/%s: %w", kind, o.Key, err)
+		}
+		out = append(out, v)
+	}
+	return out, nil
+}
+
+// bootstrapRoot creates the root user and its access key at first start and
+// writes them to root-credentials.json (mode 0600).
+func (s *Server) bootstrapRoot(ctx context.Context) error {
+	path := filepath.Join(s.opts.DataDir, RootCredentialsFile)
+	var key model.AccessKey
+	var have bool
+	_, err := s.store.Update(ctx, func(tx store.Tx) error {
+		if _, err := tx.Get(model.KindUser, api.RootUser); err == nil {
+			have = true
+			return nil
+		} else if !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+		var err error
+		if key, err = api.NewAccessKey(api.RootUser); err != nil {
+			return err
+		}
+		now := s.opts.Now().UTC()
+		meta := model.Meta{Revision: tx.Revision(), CreatedAt: now, UpdatedAt: now}
+		u, _ := json.Marshal(model.User{Name: api.RootUser, Path: "/", Meta: meta})
+		key.Meta = meta
+		k, _ := json.Marshal(key)
+		if err := tx.Put(model.KindUser, api.RootUser, u); err != nil {
+			return err
+		}
+		return tx.Put(model.KindAccessKey, key.ID, k)
+	})
+	if err != nil {
+		return fmt.Errorf("bootstrap the root user: %w", err)
+	}
+	caPath := filepath.Join(s.opts.DataDir, pki.CAFile)
+	if have {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			s.log.Warn("root credentials file is missing; the root key stays valid but is not shown again", "path", path)
+			return nil
+		}
+		if err := json.Unmarshal(b, &s.root); err != nil {
+			return fmt.Errorf("read %s: %w", path, err)
+		}
+		// Addresses may differ from the last start.
+		s.root.Endpoint = "https://" + s.APIAddr()
+	} else {
+		s.root = RootCredentials{AccessKeyID: key.ID, SecretAccessKey: key.SecretAccessKey, Region: s.opts.Region,
+			Endpoint: "https://" + s.APIAddr(), CAFile: caPath}
+		s.log.Info("created the root user and its access key", "access_key_id", key.ID, "credentials_file", path)
+	}
+	b, _ := json.MarshalIndent(s.root, "", "  ")
+	if err := writeFile0600(path, append(b, '\n')); err != nil {
+		return err
+	}
+	return nil
+}
+
+func writeFile0600(path string, b []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	return nil
+}
+
+func (s *Server) lookupKey(ctx context.Context, id string) (string, error) {
+	k, err := api.ActiveKey(ctx, s.store, id)
+	if err != nil {
+		return "", err
+	}
+	return k.SecretAccessKey, nil
+}
+
+// APIAddr is the admin API's listening address.
+func (s *Server) APIAddr() string { return s.apiLn.Addr().String() }
+
+// XDSAddr is the xDS server's listening address.
+func (s *Server) XDSAddr() string { return s.xdsLn.Addr().String() }
+
+// CAPEM is the CA certificate clients and nodes trust.
+func (s *Server) CAPEM() []byte { return s.ca.CertPEM() }
+
+// Root returns the root credentials.
+func (s *Server) Root() RootCredentials { return s.root }
+
+// Store returns the store (for tests and tools in the same process).
+func (s *Server) Store() store.Store { return s.store }
+
+// XDS returns the xDS server.
+func (s *Server) XDS() *xds.Server { return s.xds }
+
+// Close stops serving and closes the store.
+func (s *Server) Close() {
+	s.closeMu.Do(func() {
+		if s.stop != nil {
+			s.stop()
+		}
+		if s.grpc != nil {
+			// Streams are endless; cut them after a short grace.
+			done := make(chan struct{})
+			go func() { s.grpc.GracefulStop(); close(done) }()
+			select {
+			case <-done:
+			case <-time.After(2 * time.Second):
+				s.grpc.Stop()
+				<-done
+			}
+		}
+		if s.http != nil {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_ = s.http.Shutdown(ctx)
+			cancel()
+		}
+		for _, ln := range []net.Listener{s.apiLn, s.xdsLn} {
+			if ln != nil {
+				_ = ln.Close()
+			}
+		}
+		s.wg.Wait()
+		if s.store != nil {
+			_ = s.store.Close()
+		}
+	})
+}

@@ -1,0 +1,125 @@
+package controlplane
+
+import (
+	"context"
+	"errors"
+
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+
+	"github.com/dbproxy/dbproxy/controlplane/api"
+	"github.com/dbproxy/dbproxy/controlplane/iam"
+	"github.com/dbproxy/dbproxy/controlplane/store"
+	"github.com/dbproxy/dbproxy/controlplane/xds"
+	"github.com/dbproxy/dbproxy/internal/sigv4"
+	"github.com/dbproxy/dbproxy/internal/xdsapi"
+)
+
+// NodeTokenAction is the Action of a node's presigned token.
+const NodeTokenAction = "ReceiveConfig"
+
+// nodeAuthorizer checks a node's presigned token, that the token names the
+// node id and zone the request names, and that the key's user may
+// dbproxy:ReceiveConfig on zone/<zone>. It reads the key and the policies
+// on every request, so that a disabled key or a detached policy takes
+// effect on the next request.
+type nodeAuthorizer struct {
+	verifier *sigv4.Verifier
+	store    store.Store
+	log      hclog.Logger
+}
+
+var _ xds.Authorizer = (*nodeAuthorizer)(nil)
+
+func (a *nodeAuthorizer) Authorize(ctx context.Context, md metadata.MD, node xdsapi.NodeInfo) error {
+	vals := md.Get(xdsapi.TokenMetadataKey)
+	if len(vals) != 1 || vals[0] == "" {
+		return status.Errorf(codes.Unauthenticated, "no node token: send a presigned token in the %s metadata", xdsapi.TokenMetadataKey)
+	}
+	tok, err := a.verifier.VerifyToken(ctx, vals[0], sigv4.ServiceAPI)
+	if err != nil {
+		return status.Error(codes.Unauthenticated, tokenProblem(err))
+	}
+	if tok.Action != NodeTokenAction {
+		return status.Errorf(codes.PermissionDenied, "the token is for action %q, not %s", tok.Action, NodeTokenAction)
+	}
+	if id := tok.Params.Get("NodeId"); id != node.ID {
+		return status.Errorf(codes.PermissionDenied, "the token was issued for node id %q, but the request names node %q", id, node.ID)
+	}
+	if z := tok.Params.Get("Zone"); z != node.Zone {
+		return status.Errorf(codes.PermissionDenied, "the token was issued for zone %q, but the request names zone %q", z, node.Zone)
+	}
+	if node.Zone == "" {
+		return status.Error(codes.InvalidArgument, "the node names no zone (node.locality.zone)")
+	}
+	key, err := api.ActiveKey(ctx, a.store, tok.AccessKeyID)
+	if err != nil {
+		return status.Error(codes.Unauthenticated, tokenProblem(err))
+	}
+	if key.User == api.RootUser {
+		return nil
+	}
+	policies, err := api.UserPolicies(ctx, a.store, key.User, a.log)
+	if err != nil {
+		return status.Errorf(codes.Internal, "read the policies of user %s: %v", key.User, err)
+	}
+	resource := "zone/" + node.Zone
+	if d := iam.Evaluate(policies, "dbproxy:ReceiveConfig", resource); d != iam.Allow {
+		return status.Errorf(codes.PermissionDenied, "user %s is not allowed dbproxy:ReceiveConfig on %s (%s)", key.User, resource, d)
+	}
+	return nil
+}
+
+// tokenProblem explains a verification error without echoing the token.
+func tokenProblem(err error) string {
+	switch {
+	case errors.Is(err, sigv4.ErrExpired):
+		return "the node token has expired"
+	case errors.Is(err, sigv4.ErrClockSkew):
+		return "the node token is signed in the future; check the node's clock"
+	case errors.Is(err, sigv4.ErrUnknownKey):
+		return "the node token's access key does not exist"
+	case errors.Is(err, sigv4.ErrInactiveKey):
+		return "the node token's access key is inactive"
+	case errors.Is(err, sigv4.ErrBadSignature):
+		return "the node token's signature does not match"
+	case errors.Is(err, sigv4.ErrWrongService), errors.Is(err, sigv4.ErrWrongRegion):
+		return "the node token has the wrong credential scope: " + err.Error()
+	default:
+		return "the node token is malformed"
+	}
+}
+
+// fleet adapts the xDS server to what the API reports.
+type fleet struct{ s *xds.Server }
+
+func (f fleet) Nodes() []api.Node { return apiNodes(f.s.Nodes()) }
+
+func (f fleet) WaitRollout(ctx context.Context, rev uint64, zones []string) ([]api.Node, bool, error) {
+	st, err := f.s.WaitRollout(ctx, rev, zones)
+	return apiNodes(st), errors.Is(err, xds.ErrRolloutRejected), err
+}
+
+func apiNodes(in []xds.NodeStatus) []api.Node {
+	out := make([]api.Node, 0, len(in))
+	for _, n := range in {
+		an := api.Node{ID: n.ID, Zone: n.Zone, Address: n.Address, Connected: n.Connected,
+			CurrentVersion: n.CurrentVersion, CurrentRevision: n.CurrentRevision,
+			AckedVersion: n.AckedVersion, AckedRevision: n.AckedRevision}
+		if !n.ConnectedAt.IsZero() {
+			t := n.ConnectedAt
+			an.ConnectedAt = &t
+		}
+		if !n.LastSeen.IsZero() {
+			t := n.LastSeen
+			an.LastSeen = &t
+		}
+		if n.LastNack != nil {
+			an.LastNack = &api.Nack{Version: n.LastNack.Version, TypeURL: n.LastNack.TypeURL, Message: n.LastNack.Message, At: n.LastNack.At}
+		}
+		out = append(out, an)
+	}
+	return out
+}

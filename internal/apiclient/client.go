@@ -1,0 +1,194 @@
+// Package apiclient is a small client of the control plane's admin API: it
+// signs every request with SigV4, trusts the control plane's CA and turns
+// error responses into *Error. The Terraform provider, the command line and
+// the tests use it.
+package apiclient
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/dbproxy/dbproxy/internal/sigv4"
+)
+
+// Client calls one control plane.
+type Client struct {
+	base   *url.URL
+	creds  sigv4.Credentials
+	region string
+	http   *http.Client
+	now    func() time.Time
+}
+
+// Options configure a Client.
+type Options struct {
+	// Endpoint is the API's base URL ("https://127.0.0.1:8443").
+	Endpoint    string
+	Credentials sigv4.Credentials
+	Region      string
+	// CAPEM is the CA to trust; nil uses the system roots.
+	CAPEM []byte
+	// Timeout bounds one request (default 2 minutes: rollout waits are
+	// bounded by their own parameter).
+	Timeout time.Duration
+	Now     func() time.Time
+}
+
+// New returns a client.
+func New(opts Options) (*Client, error) {
+	u, err := url.Parse(strings.TrimRight(opts.Endpoint, "/"))
+	if err != nil || u.Host == "" || (u.Scheme != "https" && u.Scheme != "http") {
+		return nil, fmt.Errorf("endpoint %q: want https://host:port", opts.Endpoint)
+	}
+	if opts.Credentials.AccessKeyID == "" || opts.Credentials.SecretAccessKey == "" {
+		return nil, errors.New("an access key id and a secret access key are required")
+	}
+	if opts.Region == "" {
+		opts.Region = sigv4.DefaultRegion
+	}
+	if opts.Timeout == 0 {
+		opts.Timeout = 2 * time.Minute
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if len(opts.CAPEM) > 0 {
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(opts.CAPEM) {
+			return nil, errors.New("the CA bundle holds no PEM certificate")
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &Client{base: u, creds: opts.Credentials, region: opts.Region, now: opts.Now,
+		http: &http.Client{Transport: tr, Timeout: opts.Timeout}}, nil
+}
+
+// Error is an error response of the API.
+type Error struct {
+	Status  int          `json:"-"`
+	Code    string       `json:"code"`
+	Message string       `json:"message"`
+	Field   string       `json:"field,omitempty"`
+	Fields  []FieldError `json:"fields,omitempty"`
+}
+
+// FieldError is one invalid field of a request.
+type FieldError struct {
+	Field   string `json:"field"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string {
+	if e.Field != "" && len(e.Fields) == 0 && !strings.HasPrefix(e.Message, e.Field+":") {
+		return fmt.Sprintf("%s (%d): %s: %s", e.Code, e.Status, e.Field, e.Message)
+	}
+	return fmt.Sprintf("%s (%d): %s", e.Code, e.Status, e.Message)
+}
+
+// IsNotFound reports whether err is a 404 from the API.
+func IsNotFound(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.Status == http.StatusNotFound
+}
+
+// Header is an extra request header (If-Match, If-None-Match).
+type Header struct{ Name, Value string }
+
+// Do sends method path with in as the JSON body (nil for none) and decodes
+// the response into out (nil to discard).
+func (c *Client) Do(ctx context.Context, method, path string, in, out any, headers ...Header) error {
+	var body []byte
+	if raw, ok := in.(RawBody); ok {
+		body = raw
+	} else if in != nil {
+		var err error
+		if body, err = json.Marshal(in); err != nil {
+			return fmt.Errorf("encode request: %w", err)
+		}
+	}
+	u := *c.base
+	p, q, _ := strings.Cut(path, "?")
+	u.Path += p
+	u.RawQuery = q
+	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(body))
+	if err != nil {
+		return fmt.Errorf("build request: %w", err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	for _, h := range headers {
+		req.Header.Set(h.Name, h.Value)
+	}
+	if err := sigv4.SignRequest(ctx, req, body, c.creds, c.region, c.now()); err != nil {
+		return fmt.Errorf("sign request: %w", err)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("%s %s: %w", method, p, err)
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("%s %s: read response: %w", method, p, err)
+	}
+	if resp.StatusCode >= 300 {
+		var env struct {
+			Error *Error `json:"error"`
+		}
+		if json.Unmarshal(rb, &env) != nil || env.Error == nil {
+			return &Error{Status: resp.StatusCode, Code: "HTTP" + strconv.Itoa(resp.StatusCode), Message: strings.TrimSpace(string(rb))}
+		}
+		env.Error.Status = resp.StatusCode
+		return env.Error
+	}
+	if out != nil {
+		if err := json.Unmarshal(rb, out); err != nil {
+			return fmt.Errorf("%s %s: decode response: %w", method, p, err)
+		}
+	}
+	return nil
+}
+
+// RawBody is a request body sent byte for byte, valid JSON or not.
+type RawBody []byte
+
+// IfMatch returns an If-Match header for an object revision.
+func IfMatch(rev uint64) Header { return Header{"If-Match", strconv.FormatUint(rev, 10)} }
+
+// Rollout is the answer of GET /v1/rollout.
+type Rollout struct {
+	Revision uint64            `json:"revision"`
+	Complete bool              `json:"complete"`
+	Rejected bool              `json:"rejected"`
+	Message  string            `json:"message"`
+	Nodes    []json.RawMessage `json:"nodes"`
+}
+
+// WaitRollout waits up to wait until every connected node of zones (all
+// when empty) serves revision rev.
+func (c *Client) WaitRollout(ctx context.Context, rev uint64, zones []string, wait time.Duration) (*Rollout, error) {
+	q := url.Values{}
+	q.Set("revision", strconv.FormatUint(rev, 10))
+	q.Set("wait", wait.String())
+	if len(zones) > 0 {
+		q.Set("zones", strings.Join(zones, ","))
+	}
+	var out Rollout
+	if err := c.Do(ctx, http.MethodGet, "/v1/rollout?"+q.Encode(), nil, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
