@@ -1,0 +1,517 @@
+package xds
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"io"
+	"net"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/dbproxy/dbproxy/internal/xdsapi"
+)
+
+const waitFor = 10 * time.Second
+
+// testResources builds a small synthetic resource set: one listener, its
+// cluster and assignment, one database secret. gen varies the content.
+func testResources(zone, gen string) map[resource.Type][]types.Resource {
+	return map[resource.Type][]types.Resource{
+		resource.ClusterType: {&cluster.Cluster{
+			Name:                 "p1",
+			ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_EDS},
+			EdsClusterConfig: &cluster.Cluster_EdsClusterConfig{
+				EdsConfig: &core.ConfigSource{ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}}},
+			},
+			ConnectTimeout: durationpb.New(5 * time.Second),
+		}},
+		resource.EndpointType: {&endpoint.ClusterLoadAssignment{
+			ClusterName: "p1",
+			Endpoints: []*endpoint.LocalityLbEndpoints{{
+				Locality: &core.Locality{Zone: zone},
+				LbEndpoints: []*endpoint.LbEndpoint{{
+					HostIdentifier: &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{
+						Hostname: "db-" + gen,
+						Address: &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
+							Address: "127.0.0.1", PortSpecifier: &core.SocketAddress_PortValue{PortValue: 3306},
+						}}},
+					}},
+				}},
+			}},
+		}},
+		resource.ListenerType: {&listener.Listener{
+			Name:       "p1/default",
+			StatPrefix: gen,
+			Address: &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
+				Address: "0.0.0.0", PortSpecifier: &core.SocketAddress_PortValue{PortValue: 6033},
+			}}},
+		}},
+		resource.SecretType: {&tlsv3.Secret{
+			Name: "db/s1",
+			Type: &tlsv3.Secret_GenericSecret{GenericSecret: &tlsv3.GenericSecret{
+				Secrets: map[string]*core.DataSource{
+					"username": {Specifier: &core.DataSource_InlineString{InlineString: "app"}},
+					"password": {Specifier: &core.DataSource_InlineString{InlineString: "pw-" + gen}},
+				},
+			}},
+		}},
+	}
+}
+
+// contentVersion hashes resources the way the translator does.
+func contentVersion(t testing.TB, res map[resource.Type][]types.Resource) string {
+	t.Helper()
+	keys := make([]string, 0, len(res))
+	for k := range res {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		io.WriteString(h, k)
+		for _, r := range res[k] {
+			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.Write(b)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+func testSnapshot(t testing.TB, zone, gen string) (*cache.Snapshot, string) {
+	t.Helper()
+	res := testResources(zone, gen)
+	v := contentVersion(t, res)
+	snap, err := cache.NewSnapshot(v, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap, v
+}
+
+// fakeBuild serves per-zone content generations at a store revision the
+// test moves forward.
+type fakeBuild struct {
+	t  testing.TB
+	mu struct {
+		sync.Mutex
+		rev   uint64
+		gen   map[string]string
+		err   error
+		calls int
+	}
+}
+
+func newFakeBuild(t testing.TB) *fakeBuild {
+	f := &fakeBuild{t: t}
+	f.mu.rev = 1
+	f.mu.gen = map[string]string{}
+	return f
+}
+
+// set changes zone's content and bumps the revision; it returns the
+// version that content has.
+func (f *fakeBuild) set(zone, gen string) (rev uint64, version string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mu.rev++
+	f.mu.gen[zone] = gen
+	_, v := testSnapshot(f.t, zone, gen)
+	return f.mu.rev, v
+}
+
+// bump moves the revision without changing any content.
+func (f *fakeBuild) bump() uint64 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mu.rev++
+	return f.mu.rev
+}
+
+func (f *fakeBuild) version(zone string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, v := testSnapshot(f.t, zone, f.genLocked(zone))
+	return v
+}
+
+func (f *fakeBuild) genLocked(zone string) string {
+	if g, ok := f.mu.gen[zone]; ok {
+		return g
+	}
+	return "g0"
+}
+
+func (f *fakeBuild) Build(_ context.Context, node xdsapi.NodeInfo) (*cache.Snapshot, uint64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mu.calls++
+	if f.mu.err != nil {
+		return nil, 0, f.mu.err
+	}
+	snap, _ := testSnapshot(f.t, node.Zone, f.genLocked(node.Zone))
+	return snap, f.mu.rev, nil
+}
+
+// fakeAuth accepts token "tok-<id>" for a node id in the zone it was
+// registered with.
+type fakeAuth struct {
+	mu struct {
+		sync.Mutex
+		zones map[string]string // node id → zone
+		calls map[string]int
+	}
+}
+
+func newFakeAuth(nodes map[string]string) *fakeAuth {
+	a := &fakeAuth{}
+	a.mu.zones = nodes
+	a.mu.calls = map[string]int{}
+	return a
+}
+
+func (a *fakeAuth) Authorize(_ context.Context, md metadata.MD, node xdsapi.NodeInfo) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.mu.calls[node.ID]++
+	tok := md.Get(xdsapi.TokenMetadataKey)
+	if len(tok) != 1 || tok[0] != "tok-"+node.ID {
+		return status.Error(codes.Unauthenticated, "invalid node token")
+	}
+	if z, ok := a.mu.zones[node.ID]; !ok || z != node.Zone {
+		return status.Errorf(codes.PermissionDenied, "node %s may not receive configuration for zone %s", node.ID, node.Zone)
+	}
+	return nil
+}
+
+func (a *fakeAuth) callCount(id string) int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.mu.calls[id]
+}
+
+// syncBuffer is a goroutine-safe log sink.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type testEnv struct {
+	srv   *Server
+	addr  string
+	build *fakeBuild
+	auth  *fakeAuth
+	logs  *syncBuffer
+	clock *fakeClock
+}
+
+type fakeClock struct {
+	mu struct {
+		sync.Mutex
+		now time.Time
+	}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.mu.now = c.mu.now.Add(time.Second)
+	return c.mu.now
+}
+
+func startServer(t *testing.T) *testEnv {
+	t.Helper()
+	env := &testEnv{
+		build: newFakeBuild(t),
+		auth:  newFakeAuth(map[string]string{"n1": "a", "n2": "b", "n3": "a"}),
+		logs:  &syncBuffer{},
+		clock: &fakeClock{},
+	}
+	env.clock.mu.now = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
+	srv, err := New(Options{
+		Logger:     hclog.New(&hclog.LoggerOptions{Output: env.logs, Level: hclog.Debug}),
+		Authorizer: env.auth,
+		Build:      env.build.Build,
+		Now:        env.clock.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.srv = srv
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.addr = lis.Addr().String()
+	g := grpc.NewServer()
+	srv.Register(g)
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		_ = g.Serve(lis)
+	}()
+	t.Cleanup(func() {
+		srv.Close()
+		g.Stop()
+		<-served
+	})
+	return env
+}
+
+// adsClient is a raw ADS client that lets a test send exactly the
+// requests it wants.
+type adsClient struct {
+	t      *testing.T
+	cancel context.CancelFunc
+	sotw   discovery.AggregatedDiscoveryService_StreamAggregatedResourcesClient
+	delta  discovery.AggregatedDiscoveryService_DeltaAggregatedResourcesClient
+	resps  chan *discovery.DiscoveryResponse
+	dresps chan *discovery.DeltaDiscoveryResponse
+	errc   chan error
+}
+
+func dial(t *testing.T, addr, token string, delta bool) *adsClient {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, xdsapi.TokenMetadataKey, token)
+	}
+	c := &adsClient{
+		t:      t,
+		cancel: cancel,
+		resps:  make(chan *discovery.DiscoveryResponse, 64),
+		dresps: make(chan *discovery.DeltaDiscoveryResponse, 64),
+		errc:   make(chan error, 1),
+	}
+	client := discovery.NewAggregatedDiscoveryServiceClient(conn)
+	done := make(chan struct{})
+	if delta {
+		c.delta, err = client.DeltaAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			defer close(done)
+			for {
+				r, err := c.delta.Recv()
+				if err != nil {
+					c.errc <- err
+					return
+				}
+				c.dresps <- r
+			}
+		}()
+	} else {
+		c.sotw, err = client.StreamAggregatedResources(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			defer close(done)
+			for {
+				r, err := c.sotw.Recv()
+				if err != nil {
+					c.errc <- err
+					return
+				}
+				c.resps <- r
+			}
+		}()
+	}
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		conn.Close()
+	})
+	return c
+}
+
+func (c *adsClient) send(req *discovery.DiscoveryRequest) {
+	c.t.Helper()
+	if err := c.sotw.Send(req); err != nil {
+		c.t.Fatalf("send: %v", err)
+	}
+}
+
+func (c *adsClient) sendDelta(req *discovery.DeltaDiscoveryRequest) {
+	c.t.Helper()
+	if err := c.delta.Send(req); err != nil {
+		c.t.Fatalf("send: %v", err)
+	}
+}
+
+// subscribe sends the four wildcard requests, node info on the first.
+func (c *adsClient) subscribe(node xdsapi.NodeInfo) {
+	c.t.Helper()
+	for i, typ := range resourceTypes() {
+		req := &discovery.DiscoveryRequest{TypeUrl: typ}
+		if i == 0 {
+			req.Node = node.Proto()
+		}
+		c.send(req)
+	}
+}
+
+func (c *adsClient) recv() *discovery.DiscoveryResponse {
+	c.t.Helper()
+	select {
+	case r := <-c.resps:
+		return r
+	case err := <-c.errc:
+		c.t.Fatalf("stream ended: %v", err)
+	case <-time.After(waitFor):
+		c.t.Fatal("no response")
+	}
+	return nil
+}
+
+func (c *adsClient) recvDelta() *discovery.DeltaDiscoveryResponse {
+	c.t.Helper()
+	select {
+	case r := <-c.dresps:
+		return r
+	case err := <-c.errc:
+		c.t.Fatalf("stream ended: %v", err)
+	case <-time.After(waitFor):
+		c.t.Fatal("no response")
+	}
+	return nil
+}
+
+// recvSet reads one response per dbproxy type and checks they share a
+// version, which it returns with the responses by type.
+func (c *adsClient) recvSet() (string, map[string]*discovery.DiscoveryResponse) {
+	c.t.Helper()
+	got := map[string]*discovery.DiscoveryResponse{}
+	version := ""
+	for range resourceTypes() {
+		r := c.recv()
+		if _, dup := got[r.GetTypeUrl()]; dup {
+			c.t.Fatalf("second response for %s before the set was complete", r.GetTypeUrl())
+		}
+		got[r.GetTypeUrl()] = r
+		if version == "" {
+			version = r.GetVersionInfo()
+		} else if r.GetVersionInfo() != version {
+			c.t.Fatalf("%s at version %s, others at %s", r.GetTypeUrl(), r.GetVersionInfo(), version)
+		}
+	}
+	return version, got
+}
+
+// ackAll acks every response of a set.
+func (c *adsClient) ackAll(set map[string]*discovery.DiscoveryResponse) {
+	c.t.Helper()
+	for _, typ := range resourceTypes() {
+		r := set[typ]
+		c.send(&discovery.DiscoveryRequest{TypeUrl: typ, VersionInfo: r.GetVersionInfo(), ResponseNonce: r.GetNonce()})
+	}
+}
+
+// wantCode waits for the stream to end with code.
+func (c *adsClient) wantCode(code codes.Code) *status.Status {
+	c.t.Helper()
+	for {
+		select {
+		case <-c.resps:
+			continue
+		case <-c.dresps:
+			continue
+		case err := <-c.errc:
+			st := status.Convert(err)
+			if st.Code() != code {
+				c.t.Fatalf("stream ended with %v, want %v", err, code)
+			}
+			return st
+		case <-time.After(waitFor):
+			c.t.Fatalf("stream did not end with %v", code)
+		}
+	}
+}
+
+// noResponse checks that nothing was received (without waiting: callers
+// first make sure the server has processed what it would answer).
+func (c *adsClient) noResponse() {
+	c.t.Helper()
+	select {
+	case r := <-c.resps:
+		c.t.Fatalf("unexpected response %s version %s", r.GetTypeUrl(), r.GetVersionInfo())
+	default:
+	}
+}
+
+// eventually polls cond until it holds or the deadline passes.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(waitFor)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func nodeStatus(s *Server, id string) (NodeStatus, bool) {
+	for _, n := range s.Nodes() {
+		if n.ID == id {
+			return n, true
+		}
+	}
+	return NodeStatus{}, false
+}
+
+func node(id, zone string) xdsapi.NodeInfo {
+	return xdsapi.NodeInfo{ID: id, Zone: zone, Address: "127.0.0.1", ListenHost: "127.0.0.1"}
+}
+
+func mustContain(t *testing.T, s, sub string) {
+	t.Helper()
+	if !strings.Contains(s, sub) {
+		t.Fatalf("%q does not contain %q", s, sub)
+	}
+}
+
+var errTest = errors.New("test build failure")

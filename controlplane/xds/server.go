@@ -1,0 +1,411 @@
+// Package xds is the control plane's ADS server: it serves per-node
+// snapshots over go-control-plane's aggregated discovery service (state of
+// the world with ordered ADS, and delta), authorizes every request of every
+// stream, tracks which version each node acked or rejected, and lets
+// callers wait until a store revision has rolled out.
+//
+// Snapshots come from an injected BuildFunc (the translator); credentials
+// are checked by an injected Authorizer.
+package xds
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"time"
+
+	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
+	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"github.com/hashicorp/go-hclog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+
+	"github.com/dbproxy/dbproxy/internal/xdsapi"
+)
+
+// Authorizer checks a node's credentials. md is the stream's gRPC metadata
+// (the token is md[xdsapi.TokenMetadataKey]). It is called for every
+// request on every stream, SotW and Delta, with the node the request names.
+// The returned error should be a gRPC status (codes.Unauthenticated /
+// codes.PermissionDenied) with a clear reason; the stream is then closed
+// with it.
+type Authorizer interface {
+	Authorize(ctx context.Context, md metadata.MD, node xdsapi.NodeInfo) error
+}
+
+// AuthorizerFunc adapts a function to the Authorizer interface.
+type AuthorizerFunc func(ctx context.Context, md metadata.MD, node xdsapi.NodeInfo) error
+
+// Authorize calls f.
+func (f AuthorizerFunc) Authorize(ctx context.Context, md metadata.MD, node xdsapi.NodeInfo) error {
+	return f(ctx, md, node)
+}
+
+// BuildFunc builds the snapshot a node should have now and the store
+// revision it was built from.
+type BuildFunc func(ctx context.Context, node xdsapi.NodeInfo) (snap *cache.Snapshot, revision uint64, err error)
+
+// Options configure a Server. Authorizer and Build are required.
+type Options struct {
+	// Logger receives the server's logs; nil discards them.
+	Logger hclog.Logger
+	// Authorizer checks every request.
+	Authorizer Authorizer
+	// Build makes a node's snapshot.
+	Build BuildFunc
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Errors the server returns; test them with errors.Is.
+var (
+	// ErrRolloutRejected means a node NACKed the version a rollout waits for.
+	ErrRolloutRejected = errors.New("rollout rejected by a node")
+	// ErrClosed means the server was closed.
+	ErrClosed = errors.New("xds server closed")
+)
+
+// resourceTypes are the types every dbproxy snapshot carries, in the order
+// a node applies them.
+func resourceTypes() [4]string {
+	return [4]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.SecretType}
+}
+
+// versionHistory bounds how many (version → revision) pairs a node record
+// remembers for resolving the revision of a late ACK.
+const versionHistory = 16
+
+// Server is the ADS server. Create it with New, attach it to a gRPC server
+// with Register, call Refresh after every store commit, and Close it when
+// done.
+type Server struct {
+	log   hclog.Logger
+	auth  Authorizer
+	build BuildFunc
+	now   func() time.Time
+
+	cache cache.SnapshotCache
+	xds   serverv3.Server
+
+	// ctx ends with Close; go-control-plane's handlers stop with it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	// wg counts go-control-plane handler goroutines (see serveGuarded).
+	wg sync.WaitGroup
+	// refreshSem serialises Refresh calls.
+	refreshSem chan struct{}
+
+	mu struct {
+		sync.Mutex
+		closed  bool
+		nodes   map[string]*nodeState
+		streams map[int64]*streamState
+		// changed is closed and replaced whenever a node's status
+		// changes; WaitRollout waits on it.
+		changed chan struct{}
+	}
+}
+
+// nodeState is the record of one node id. Records survive disconnects.
+type nodeState struct {
+	// pub orders Build results per node: the publisher holds it while it
+	// checks revisions and calls SetSnapshot. Never held with Server.mu
+	// by a callback; lock order is pub, then Server.mu.
+	pub sync.Mutex
+
+	// The rest is guarded by Server.mu.
+	info            xdsapi.NodeInfo
+	stream          int64 // current stream id; 0 when disconnected
+	connectedAt     time.Time
+	lastSeen        time.Time
+	currentVersion  string
+	currentRevision uint64
+	published       bool
+	versions        map[string]versionInfo // recent versions published
+	acked           map[string]string      // type URL → acked version
+	ackedVersion    string
+	ackedRevision   uint64
+	lastNack        *Nack
+}
+
+// versionInfo is what a node record remembers of a published version.
+type versionInfo struct {
+	// rev is the newest revision built with this version.
+	rev uint64
+	// types holds a content hash per resource type (resourceTypes
+	// order). A delta client is not sent a type whose content did not
+	// change, so an ACK at a new version also stands for every type whose
+	// content equals what the node acked before.
+	types [4]string
+}
+
+// New returns a Server. It starts no goroutines until streams arrive.
+func New(opts Options) (*Server, error) {
+	if opts.Authorizer == nil {
+		return nil, errors.New("xds: Options.Authorizer is required")
+	}
+	if opts.Build == nil {
+		return nil, errors.New("xds: Options.Build is required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = hclog.NewNullLogger()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{
+		log:        opts.Logger,
+		auth:       opts.Authorizer,
+		build:      opts.Build,
+		now:        opts.Now,
+		ctx:        ctx,
+		cancel:     cancel,
+		refreshSem: make(chan struct{}, 1),
+	}
+	s.mu.nodes = make(map[string]*nodeState)
+	s.mu.streams = make(map[int64]*streamState)
+	s.mu.changed = make(chan struct{})
+	libLog := logAdapter{l: opts.Logger.Named("go-control-plane")}
+	s.cache = cache.NewSnapshotCache(true, cache.IDHash{}, libLog)
+	s.xds = serverv3.NewServer(ctx, s.cache, callbacks{s: s}, sotw.WithOrderedADS(), sotw.WithLogger(libLog))
+	return s, nil
+}
+
+// Register adds the aggregated discovery service (state of the world and
+// delta) to g.
+func (s *Server) Register(g *grpc.Server) {
+	discovery.RegisterAggregatedDiscoveryServiceServer(g, adsService{s: s})
+}
+
+// Close ends every stream and waits for their handlers. Streams opened
+// afterwards are refused. Close is idempotent.
+func (s *Server) Close() {
+	s.mu.Lock()
+	s.mu.closed = true
+	s.notifyLocked()
+	s.mu.Unlock()
+	s.cancel()
+	s.wg.Wait()
+}
+
+// startStream counts a stream handler in, unless the server is closed.
+func (s *Server) startStream() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.closed {
+		return false
+	}
+	s.wg.Add(1)
+	return true
+}
+
+// Refresh rebuilds and publishes the snapshot of every known node (call it
+// after each store commit). Snapshots must pass Consistent() before
+// SetSnapshot. Concurrent calls run one after the other; a build error for
+// one node does not stop the others and is returned joined with the rest.
+func (s *Server) Refresh(ctx context.Context) error {
+	select {
+	case s.refreshSem <- struct{}{}:
+	case <-ctx.Done():
+		return fmt.Errorf("refresh: %w", ctx.Err())
+	}
+	defer func() { <-s.refreshSem }()
+
+	s.mu.Lock()
+	infos := make([]xdsapi.NodeInfo, 0, len(s.mu.nodes))
+	for _, n := range s.mu.nodes {
+		infos = append(infos, n.info)
+	}
+	s.mu.Unlock()
+	sort.Slice(infos, func(i, j int) bool { return infos[i].ID < infos[j].ID })
+
+	var errs []error
+	for _, info := range infos {
+		if err := ctx.Err(); err != nil {
+			return errors.Join(append(errs, fmt.Errorf("refresh: %w", err))...)
+		}
+		if err := s.buildAndPublish(ctx, info); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// buildAndPublish builds info's snapshot and publishes it.
+func (s *Server) buildAndPublish(ctx context.Context, info xdsapi.NodeInfo) error {
+	snap, rev, err := s.build(ctx, info)
+	if err != nil {
+		return fmt.Errorf("build snapshot for node %s: %w", info.ID, err)
+	}
+	if err := s.publish(info, snap, rev); err != nil {
+		return fmt.Errorf("publish snapshot for node %s: %w", info.ID, err)
+	}
+	return nil
+}
+
+// publish sets snap as info's snapshot unless a newer revision was
+// published meanwhile or the node's identity changed since the build.
+func (s *Server) publish(info xdsapi.NodeInfo, snap *cache.Snapshot, rev uint64) error {
+	version, err := normalizeSnapshot(snap)
+	if err != nil {
+		return err
+	}
+	if err := snap.Consistent(); err != nil {
+		return fmt.Errorf("inconsistent snapshot %s: %w", version, err)
+	}
+	typeHashes, err := typeHashes(snap)
+	if err != nil {
+		return err
+	}
+
+	s.mu.Lock()
+	n, ok := s.mu.nodes[info.ID]
+	s.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	n.pub.Lock()
+	defer n.pub.Unlock()
+
+	s.mu.Lock()
+	stale := n.info != info || (n.published && rev < n.currentRevision)
+	same := n.published && version == n.currentVersion
+	s.mu.Unlock()
+	if stale {
+		s.log.Debug("skipping stale snapshot", "node", info.ID, "version", version, "revision", rev)
+		return nil
+	}
+	if !same {
+		if err := s.cache.SetSnapshot(s.ctx, info.ID, snap); err != nil {
+			return fmt.Errorf("set snapshot %s: %w", version, err)
+		}
+		s.log.Debug("published snapshot", "node", info.ID, "zone", info.Zone, "version", version, "revision", rev)
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n.published = true
+	n.currentVersion = version
+	n.currentRevision = max(n.currentRevision, rev)
+	n.rememberVersionLocked(version, rev, typeHashes)
+	if n.ackedVersion == version {
+		// The node already runs this content; it now stands for rev too.
+		n.ackedRevision = max(n.ackedRevision, rev)
+	}
+	s.notifyLocked()
+	return nil
+}
+
+// normalizeSnapshot checks that the dbproxy types share one version and
+// gives every missing one an empty resource set at that version, so that a
+// wildcard subscriber always gets an answer for all four. It returns the
+// version.
+func normalizeSnapshot(snap *cache.Snapshot) (string, error) {
+	if snap == nil {
+		return "", errors.New("nil snapshot")
+	}
+	version := ""
+	for _, t := range resourceTypes() {
+		v := snap.GetVersion(t)
+		switch {
+		case v == "":
+		case version == "":
+			version = v
+		case v != version:
+			return "", fmt.Errorf("snapshot types carry different versions (%s and %s)", version, v)
+		}
+	}
+	if version == "" {
+		return "", errors.New("snapshot has no version")
+	}
+	for _, t := range resourceTypes() {
+		if snap.GetVersion(t) == "" {
+			snap.Resources[cache.GetResponseType(t)] = cache.NewResources(version, nil)
+		}
+	}
+	return version, nil
+}
+
+// typeHashes returns a content hash per dbproxy resource type.
+func typeHashes(snap *cache.Snapshot) ([4]string, error) {
+	var out [4]string
+	if err := snap.ConstructVersionMap(); err != nil {
+		return out, fmt.Errorf("hash snapshot resources: %w", err)
+	}
+	for i, t := range resourceTypes() {
+		vm := snap.GetVersionMap(t)
+		names := make([]string, 0, len(vm))
+		for name := range vm {
+			names = append(names, name)
+		}
+		sort.Strings(names)
+		h := sha256.New()
+		for _, name := range names {
+			fmt.Fprintf(h, "%d:%s=%s;", len(name), name, vm[name])
+		}
+		out[i] = hex.EncodeToString(h.Sum(nil))
+	}
+	return out, nil
+}
+
+// rememberVersionLocked records that version was built at rev, keeping a
+// bounded history.
+func (n *nodeState) rememberVersionLocked(version string, rev uint64, hashes [4]string) {
+	if n.versions == nil {
+		n.versions = make(map[string]versionInfo)
+	}
+	vi := n.versions[version]
+	vi.rev = max(vi.rev, rev)
+	vi.types = hashes
+	n.versions[version] = vi
+	for len(n.versions) > versionHistory {
+		oldest, oldestRev := "", uint64(0)
+		for v, vi := range n.versions {
+			if v != version && (oldest == "" || vi.rev < oldestRev) {
+				oldest, oldestRev = v, vi.rev
+			}
+		}
+		delete(n.versions, oldest)
+	}
+}
+
+// ackLocked records that the node acked version for typeURL and updates the
+// whole-node acked version when all types agree. A type acked at an older
+// version whose content is unchanged in version counts as acked at version
+// (delta clients are sent only the types that changed).
+func (n *nodeState) ackLocked(typeURL, version string) {
+	if n.acked == nil {
+		n.acked = make(map[string]string)
+	}
+	n.acked[typeURL] = version
+	vi, known := n.versions[version]
+	for i, t := range resourceTypes() {
+		prev := n.acked[t]
+		if prev == version {
+			continue
+		}
+		pvi, ok := n.versions[prev]
+		if !known || !ok || pvi.types[i] != vi.types[i] {
+			return
+		}
+	}
+	for _, t := range resourceTypes() {
+		n.acked[t] = version
+	}
+	n.ackedVersion = version
+	n.ackedRevision = vi.rev
+}
+
+// notifyLocked wakes WaitRollout callers.
+func (s *Server) notifyLocked() {
+	close(s.mu.changed)
+	s.mu.changed = make(chan struct{})
+}

@@ -1,0 +1,131 @@
+package xds
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sort"
+	"time"
+)
+
+// NodeStatus is what the server knows about one node.
+type NodeStatus struct {
+	ID, Zone, Address string
+	// Connected reports whether the node has an open stream.
+	Connected bool
+	// ConnectedAt is when the current (or last) stream named the node;
+	// LastSeen when the node last sent a request or disconnected.
+	ConnectedAt, LastSeen time.Time
+	// CurrentVersion and CurrentRevision are what the server wants the
+	// node to have.
+	CurrentVersion  string
+	CurrentRevision uint64
+	// AckedVersion and AckedRevision are what the node acked for every
+	// resource type.
+	AckedVersion  string
+	AckedRevision uint64
+	// LastNack is the node's most recent rejection, if any; it stays
+	// after later versions are acked (compare its Version).
+	LastNack *Nack
+}
+
+// Nack is one rejection of a version by a node.
+type Nack struct {
+	Version, TypeURL, Message string
+	At                        time.Time
+}
+
+// Nodes returns the status of every known node, sorted by zone, then id.
+func (s *Server) Nodes() []NodeStatus {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]NodeStatus, 0, len(s.mu.nodes))
+	for _, n := range s.mu.nodes {
+		out = append(out, n.statusLocked())
+	}
+	sortStatuses(out)
+	return out
+}
+
+func (n *nodeState) statusLocked() NodeStatus {
+	st := NodeStatus{
+		ID:              n.info.ID,
+		Zone:            n.info.Zone,
+		Address:         n.info.Address,
+		Connected:       n.stream != 0,
+		ConnectedAt:     n.connectedAt,
+		LastSeen:        n.lastSeen,
+		CurrentVersion:  n.currentVersion,
+		CurrentRevision: n.currentRevision,
+		AckedVersion:    n.ackedVersion,
+		AckedRevision:   n.ackedRevision,
+	}
+	if n.lastNack != nil {
+		nack := *n.lastNack
+		st.LastNack = &nack
+	}
+	return st
+}
+
+func sortStatuses(st []NodeStatus) {
+	sort.Slice(st, func(i, j int) bool {
+		if st[i].Zone != st[j].Zone {
+			return st[i].Zone < st[j].Zone
+		}
+		return st[i].ID < st[j].ID
+	})
+}
+
+// WaitRollout blocks until every connected node in zones (nil: all zones;
+// an empty non-nil slice: none) has acked, for every resource type, a
+// snapshot built at revision >= rev. It returns the statuses of the
+// connected nodes in zones; a node that NACKed the wanted version makes it
+// return at once with an error wrapping ErrRolloutRejected; ctx expiry
+// returns the statuses with ctx.Err() wrapped; Close returns ErrClosed.
+func (s *Server) WaitRollout(ctx context.Context, rev uint64, zones []string) ([]NodeStatus, error) {
+	for {
+		s.mu.Lock()
+		statuses, done, rejected := s.rolloutLocked(rev, zones)
+		changed, closed := s.mu.changed, s.mu.closed
+		s.mu.Unlock()
+
+		switch {
+		case closed:
+			return statuses, ErrClosed
+		case rejected != nil:
+			return statuses, fmt.Errorf("%w: node %s (zone %s) rejected version %s (%s): %s",
+				ErrRolloutRejected, rejected.ID, rejected.Zone, rejected.LastNack.Version, rejected.LastNack.TypeURL, rejected.LastNack.Message)
+		case done:
+			return statuses, nil
+		}
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return statuses, fmt.Errorf("wait for rollout of revision %d: %w", rev, ctx.Err())
+		}
+	}
+}
+
+// rolloutLocked reports the statuses of the connected nodes in zones,
+// whether all of them have rev, and the first that rejected it.
+func (s *Server) rolloutLocked(rev uint64, zones []string) (statuses []NodeStatus, done bool, rejected *NodeStatus) {
+	done = true
+	for _, n := range s.mu.nodes {
+		if n.stream == 0 || (zones != nil && !slices.Contains(zones, n.info.Zone)) {
+			continue
+		}
+		st := n.statusLocked()
+		statuses = append(statuses, st)
+		if st.AckedRevision >= rev && st.AckedVersion != "" {
+			continue
+		}
+		done = false
+		if st.LastNack != nil && st.LastNack.Version == st.CurrentVersion && st.CurrentRevision >= rev && st.AckedVersion != st.CurrentVersion {
+			if rejected == nil || st.ID < rejected.ID {
+				rejected = &st
+			}
+		}
+	}
+	sortStatuses(statuses)
+	return statuses, done, rejected
+}
