@@ -7,6 +7,7 @@ package translate
 import (
 	"cmp"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -42,8 +43,9 @@ var ErrInvalidState = errors.New("invalid desired state")
 
 // Options carry what the translator cannot read from the model.
 type Options struct {
-	// NodeTLS is the certificate nodes present to clients; nil pushes
-	// none (nodes use their own or a self-signed one).
+	// NodeTLS is the certificate nodes present to clients; it must be a
+	// valid PEM pair. nil pushes none (nodes use their own or a
+	// self-signed one).
 	NodeTLS *TLSMaterial
 }
 
@@ -59,10 +61,14 @@ func (m TLSMaterial) String() string {
 }
 
 // Snapshot builds the snapshot for node from state. It holds only the
-// proxies whose zones contain node.Zone, and of those the endpoints whose
-// zones (default: the proxy's) contain it; only the secrets their
-// listeners reference. Every type carries the same content-hash version,
-// and the snapshot is Consistent.
+// proxies whose zones contain node.Zone (a node without a zone gets none),
+// and of those the endpoints whose zones (default: the proxy's) contain
+// it; only the secrets their listeners reference. Listeners on port 0 (not
+// allocated yet) are left out. Every type carries the same content-hash
+// version, and the snapshot is Consistent. State the node would have to
+// reject (two listeners on one port in the zone, a proxy without auth, a
+// port out of range) is an error wrapping ErrInvalidState that names the
+// object; it concerns only the zones that serve the object.
 func Snapshot(state *model.State, node xdsapi.NodeInfo, opts Options) (*cache.Snapshot, error) {
 	res, version, err := Resources(state, node, opts)
 	if err != nil {
@@ -84,8 +90,12 @@ func Resources(state *model.State, node xdsapi.NodeInfo, opts Options) (map[reso
 	if state == nil {
 		state = &model.State{}
 	}
-	if opts.NodeTLS != nil && (len(opts.NodeTLS.CertPEM) == 0 || len(opts.NodeTLS.KeyPEM) == 0) {
-		return nil, "", fmt.Errorf("node TLS material needs both a certificate and a key")
+	if opts.NodeTLS != nil {
+		// Checked here rather than by every node: material a node cannot
+		// load would be NACKed by all of them.
+		if _, err := tls.X509KeyPair(opts.NodeTLS.CertPEM, opts.NodeTLS.KeyPEM); err != nil {
+			return nil, "", fmt.Errorf("node TLS material: %w", err)
+		}
 	}
 	ix := index(state)
 	b := builder{node: node, opts: opts, ix: ix, out: map[resource.Type][]types.Resource{}, ports: map[int]string{}, secrets: map[string]model.Secret{}}

@@ -1,7 +1,15 @@
 package translate
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	crand "crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"fmt"
+	"math/big"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -97,7 +105,27 @@ func find[T types.Resource](t *testing.T, rs []types.Resource, name string) T {
 	return zero
 }
 
-var testTLS = &TLSMaterial{CertPEM: []byte("-----BEGIN CERTIFICATE-----\ncert\n"), KeyPEM: []byte("-----BEGIN PRIVATE KEY-----\nkey\n")}
+// testTLS is a certificate and key, made once for the package's tests.
+var testTLS = func() *TLSMaterial {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), crand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "node"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(crand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		panic(err)
+	}
+	return &TLSMaterial{
+		CertPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}),
+	}
+}()
 
 func TestZoneFiltering(t *testing.T) {
 	tests := []struct {
@@ -456,8 +484,17 @@ func TestInvalidState(t *testing.T) {
 			}
 		})
 	}
-	if _, _, err := Resources(fixture(), nodeIn("a"), Options{NodeTLS: &TLSMaterial{CertPEM: []byte("x")}}); err == nil {
-		t.Error("TLS material without a key accepted")
+	for name, m := range map[string]*TLSMaterial{
+		"no key":    {CertPEM: testTLS.CertPEM},
+		"garbage":   {CertPEM: []byte("x"), KeyPEM: []byte("y")},
+		"key first": {CertPEM: testTLS.KeyPEM, KeyPEM: testTLS.CertPEM},
+	} {
+		_, _, err := Resources(fixture(), nodeIn("a"), Options{NodeTLS: m})
+		if err == nil {
+			t.Errorf("TLS material (%s) accepted", name)
+		} else if strings.Contains(err.Error(), string(testTLS.KeyPEM[30:60])) {
+			t.Errorf("error %q shows the key", err)
+		}
 	}
 }
 
@@ -476,7 +513,7 @@ func TestEmptyState(t *testing.T) {
 }
 
 func TestTLSMaterialStringHidesKey(t *testing.T) {
-	if s := testTLS.String(); strings.Contains(s, "key\n") || strings.Contains(s, "PRIVATE") {
+	if s := fmt.Sprintf("%v %+v", *testTLS, Options{NodeTLS: testTLS}); strings.Contains(s, string(testTLS.KeyPEM[30:60])) || strings.Contains(s, "PRIVATE") {
 		t.Fatalf("String() = %q", s)
 	}
 }
