@@ -27,10 +27,15 @@ func main() {
 const usage = `usage: dbproxy <command> [flags]
 
 commands:
-  dataplane   run a data-plane node (--config FILE for a static configuration)
-  controlplane  run the control plane (not built yet)
-  token       print a connect token (not built yet)
-  dev         control plane, nodes and a database on one machine (not built yet)
+  controlplane  run the control plane (admin API, xDS server, store)
+  dataplane     run a data-plane node: fed by the control plane
+                (--control-plane ADDR --zone Z --node-id ID --credentials FILE)
+                or from a static file (--config FILE)
+  api           send one signed request to the admin API (METHOD PATH [BODY])
+  token         print a connect token (not built yet)
+  dev           control plane, nodes and a database on one machine (not built yet)
+
+Run "dbproxy <command> -h" for a command's flags.
 
 Started by Terraform (with TF_PLUGIN_MAGIC_COOKIE set), dbproxy serves the
 Terraform provider (not built yet).
@@ -48,7 +53,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "dataplane":
 		return runDataplane(args[1:], stderr)
-	case "controlplane", "token", "dev":
+	case "controlplane":
+		return runControlplane(args[1:], stderr)
+	case "api":
+		return runAPI(args[1:], os.Stdin, stdout, stderr)
+	case "token", "dev":
 		fmt.Fprintf(stderr, "dbproxy %s: not built yet\n", args[0])
 		return 2
 	case "help", "-h", "--help":
@@ -67,14 +76,22 @@ func runDataplane(args []string, stderr io.Writer) int {
 	zone := fs.String("zone", "", "zone of this node (overrides node.zone in the file)")
 	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log in JSON")
+	var m managedFlags
+	m.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if *cfgPath == "" {
-		fmt.Fprintln(stderr, "dbproxy dataplane: --config is required (the xDS client is not built yet)")
+	log := hclog.New(&hclog.LoggerOptions{Name: "dataplane", Level: hclog.LevelFromString(*logLevel), Output: stderr, JSONFormat: *logJSON})
+	switch {
+	case *cfgPath != "" && m.controlPlane != "":
+		fmt.Fprintln(stderr, "dbproxy dataplane: use either --config or --control-plane, not both")
+		return 2
+	case m.controlPlane != "":
+		return m.run(*zone, log, stderr)
+	case *cfgPath == "":
+		fmt.Fprintln(stderr, "dbproxy dataplane: --control-plane (with --zone, --node-id, --credentials) or --config is required")
 		return 2
 	}
-	log := hclog.New(&hclog.LoggerOptions{Name: "dataplane", Level: hclog.LevelFromString(*logLevel), Output: stderr, JSONFormat: *logJSON})
 	cfg, err := config.Load(*cfgPath)
 	if err != nil {
 		log.Error("cannot load configuration", "path", *cfgPath, "error", err)

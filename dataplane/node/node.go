@@ -365,6 +365,14 @@ func (n *Node) Addr(proxyName, endpoint string) (string, bool) {
 	return "", false
 }
 
+// Config returns the configuration being served (nil before the first
+// Apply). Callers must not modify it.
+func (n *Node) Config() *config.Config {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.mu.cfg
+}
+
 // AdminAddr returns the admin listener's address.
 func (n *Node) AdminAddr() string {
 	n.mu.Lock()

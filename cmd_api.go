@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/dbproxy/dbproxy/internal/apiclient"
+	"github.com/dbproxy/dbproxy/internal/sigv4"
+)
+
+// apiCredentials is a credentials file as the control plane writes it
+// (root-credentials.json) or as an operator writes one for another key.
+type apiCredentials struct {
+	AccessKeyID     string `json:"access_key_id"`
+	SecretAccessKey string `json:"secret_access_key"`
+	Region          string `json:"region"`
+	Endpoint        string `json:"endpoint"`
+	CAFile          string `json:"ca_file"`
+}
+
+// runAPI sends one signed request to the admin API and prints the JSON
+// answer: dbproxy api [flags] METHOD PATH [BODY|-].
+func runAPI(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("api", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	credsPath := fs.String("credentials", os.Getenv("DBPROXY_CREDENTIALS"), "credentials file (JSON: access_key_id, secret_access_key, endpoint, ca_file, region); default $DBPROXY_CREDENTIALS")
+	endpoint := fs.String("endpoint", "", "API base URL (overrides the credentials file)")
+	caFile := fs.String("ca-file", "", "CA certificate to trust (overrides the credentials file)")
+	timeout := fs.Duration("timeout", 2*time.Minute, "request timeout")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: dbproxy api [flags] METHOD PATH [BODY|-]\n\nexample: dbproxy api --credentials data/root-credentials.json GET /v1/proxies")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	rest := fs.Args()
+	if len(rest) < 2 || len(rest) > 3 || !strings.HasPrefix(rest[1], "/") {
+		fs.Usage()
+		return 2
+	}
+	if *credsPath == "" {
+		fmt.Fprintln(stderr, "dbproxy api: --credentials (or $DBPROXY_CREDENTIALS) is required")
+		return 2
+	}
+	var c apiCredentials
+	b, err := os.ReadFile(*credsPath)
+	if err == nil {
+		err = json.Unmarshal(b, &c)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "dbproxy api: read credentials: %v\n", err)
+		return 1
+	}
+	if *endpoint != "" {
+		c.Endpoint = *endpoint
+	}
+	if *caFile != "" {
+		c.CAFile = *caFile
+	}
+	var ca []byte
+	if c.CAFile != "" {
+		if ca, err = os.ReadFile(c.CAFile); err != nil {
+			fmt.Fprintf(stderr, "dbproxy api: read CA: %v\n", err)
+			return 1
+		}
+	}
+	cl, err := apiclient.New(apiclient.Options{Endpoint: c.Endpoint, Region: c.Region, CAPEM: ca, Timeout: *timeout,
+		Credentials: sigv4.Credentials{AccessKeyID: c.AccessKeyID, SecretAccessKey: c.SecretAccessKey}})
+	if err != nil {
+		fmt.Fprintf(stderr, "dbproxy api: %v\n", err)
+		return 1
+	}
+	var body any
+	if len(rest) == 3 {
+		raw := []byte(rest[2])
+		if rest[2] == "-" {
+			if raw, err = io.ReadAll(stdin); err != nil {
+				fmt.Fprintf(stderr, "dbproxy api: read body: %v\n", err)
+				return 1
+			}
+		}
+		body = apiclient.RawBody(raw)
+	}
+	var out json.RawMessage
+	if err := cl.Do(context.Background(), strings.ToUpper(rest[0]), rest[1], body, &out); err != nil {
+		var ae *apiclient.Error
+		if errors.As(err, &ae) {
+			fmt.Fprintf(stderr, "dbproxy api: %v\n", ae)
+			return 1
+		}
+		fmt.Fprintf(stderr, "dbproxy api: %v\n", err)
+		return 1
+	}
+	pretty, err := json.MarshalIndent(out, "", "  ")
+	if err != nil {
+		pretty = out
+	}
+	fmt.Fprintln(stdout, string(pretty))
+	return 0
+}

@@ -1,0 +1,250 @@
+// Package cptest runs an in-process control plane and data-plane nodes fed
+// by it over xDS, for tests and benchmarks: the control plane on a
+// temporary data directory, nodes on 127.0.x.1 addresses (one per zone),
+// an API client with the root key.
+package cptest
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/dbproxy/dbproxy/controlplane"
+	"github.com/dbproxy/dbproxy/controlplane/model"
+	"github.com/dbproxy/dbproxy/dataplane/managed"
+	"github.com/dbproxy/dbproxy/dataplane/node"
+	"github.com/dbproxy/dbproxy/internal/apiclient"
+	"github.com/dbproxy/dbproxy/internal/mysqltest"
+	"github.com/dbproxy/dbproxy/internal/sigv4"
+)
+
+// ControlPlane is a control plane running in the test process.
+type ControlPlane struct {
+	*controlplane.Server
+	// Client calls the API with the root key.
+	Client *apiclient.Client
+	Dir    string
+	opts   controlplane.Options
+	t      testing.TB
+}
+
+// ZoneHost returns the loopback address of the nodes of the i-th zone
+// (0 for "a"): 127.0.1.1, 127.0.2.1, ...
+func ZoneHost(i int) string { return fmt.Sprintf("127.0.%d.1", i+1) }
+
+// Start starts a control plane. Its proxies get ports from a block that is
+// free on the loopback addresses of zones a-c.
+func Start(t testing.TB) *ControlPlane {
+	t.Helper()
+	lo, hi := freePortBlock(t, 40)
+	cp := &ControlPlane{t: t, Dir: t.TempDir()}
+	cp.opts = controlplane.Options{
+		DataDir: cp.Dir, APIAddress: "127.0.0.1:0", XDSAddress: "127.0.0.1:0",
+		PortMin: lo, PortMax: hi, Logger: mysqltest.TestLogger(t).Named("controlplane"),
+	}
+	cp.start()
+	// Restarts keep the addresses.
+	cp.opts.APIAddress, cp.opts.XDSAddress = cp.APIAddr(), cp.XDSAddr()
+	t.Cleanup(cp.Stop)
+	return cp
+}
+
+func (cp *ControlPlane) start() {
+	cp.t.Helper()
+	s, err := controlplane.Start(context.Background(), cp.opts)
+	if err != nil {
+		cp.t.Fatalf("start control plane: %v", err)
+	}
+	cp.Server = s
+	root := s.Root()
+	cp.Client, err = apiclient.New(apiclient.Options{
+		Endpoint:    "https://" + s.APIAddr(),
+		Credentials: sigv4.Credentials{AccessKeyID: root.AccessKeyID, SecretAccessKey: root.SecretAccessKey},
+		CAPEM:       s.CAPEM(),
+	})
+	if err != nil {
+		cp.t.Fatal(err)
+	}
+}
+
+// Stop stops the control plane (nodes keep serving what they have).
+func (cp *ControlPlane) Stop() {
+	if cp.Server != nil {
+		cp.Server.Close()
+		cp.Server = nil
+	}
+}
+
+// Restart starts the control plane again on the same data directory and
+// addresses.
+func (cp *ControlPlane) Restart() {
+	cp.t.Helper()
+	cp.Stop()
+	cp.start()
+}
+
+// freePortBlock finds n consecutive ports that are free on 127.0.0.1 and
+// the zone addresses.
+func freePortBlock(t testing.TB, n int) (int, int) {
+	t.Helper()
+	for range 50 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := ln.Addr().(*net.TCPAddr).Port + 1
+		ln.Close()
+		if base+n > 65535 {
+			continue
+		}
+		if blockFree(base, n) {
+			return base, base + n - 1
+		}
+	}
+	t.Fatal("no free block of ports")
+	return 0, 0
+}
+
+func blockFree(base, n int) bool {
+	for p := base; p < base+n; p++ {
+		for _, h := range []string{"127.0.0.1", ZoneHost(0), ZoneHost(1), ZoneHost(2)} {
+			ln, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(p)))
+			if err != nil {
+				return false
+			}
+			ln.Close()
+		}
+	}
+	return true
+}
+
+// Do calls the API as root and fails the test on error.
+func (cp *ControlPlane) Do(method, path string, in, out any, h ...apiclient.Header) {
+	cp.t.Helper()
+	if err := cp.Client.Do(context.Background(), method, path, in, out, h...); err != nil {
+		cp.t.Fatalf("%s %s: %v", method, path, err)
+	}
+}
+
+// NodeCredentials creates user name with a policy allowing
+// dbproxy:ReceiveConfig on the given zones and returns a new key of it.
+func (cp *ControlPlane) NodeCredentials(name string, zones ...string) managed.Credentials {
+	cp.t.Helper()
+	cp.Do("PUT", "/v1/iam/users/"+name, map[string]any{}, nil)
+	var res []string
+	for _, z := range zones {
+		res = append(res, "zone/"+z)
+	}
+	doc := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dbproxy:ReceiveConfig","Resource":%s}]}`, jsonList(res))
+	cp.Do("PUT", "/v1/iam/policies/"+name, map[string]string{"policy": doc}, nil)
+	cp.Do("PUT", "/v1/iam/users/"+name+"/policies/"+name, map[string]any{}, nil)
+	var key model.AccessKey
+	cp.Do("POST", "/v1/iam/users/"+name+"/access-keys", nil, &key)
+	return managed.Credentials{AccessKeyID: key.ID, SecretAccessKey: key.SecretAccessKey}
+}
+
+func jsonList(ss []string) string {
+	out := "["
+	for i, s := range ss {
+		if i > 0 {
+			out += ","
+		}
+		out += strconv.Quote(s)
+	}
+	return out + "]"
+}
+
+// WaitRollout waits until the nodes of zones serve revision rev and fails
+// the test when they do not within a minute.
+func (cp *ControlPlane) WaitRollout(rev uint64, zones ...string) *apiclient.Rollout {
+	cp.t.Helper()
+	r, err := cp.Client.WaitRollout(context.Background(), rev, zones, time.Minute)
+	if err != nil {
+		cp.t.Fatalf("rollout of revision %d: %v", rev, err)
+	}
+	if !r.Complete {
+		cp.t.Fatalf("rollout of revision %d incomplete: %s", rev, r.Message)
+	}
+	return r
+}
+
+// Node is a managed node running in the test process.
+type Node struct {
+	*managed.Node
+	ID, Zone, Host string
+	opts           NodeOptions
+	cancel         context.CancelFunc
+	done           chan error
+}
+
+// CacheDir is where the node keeps its last good configuration.
+func (n *Node) CacheDir() string { return n.opts.CacheDir }
+
+// Credentials are the node's credentials.
+func (n *Node) Credentials() managed.Credentials { return n.opts.Credentials }
+
+// NodeOptions configure StartNode.
+type NodeOptions struct {
+	ID, Zone, Host string
+	Credentials    managed.Credentials
+	// CacheDir keeps the node's last good configuration; a node started
+	// again with the same directory serves it before it reaches the
+	// control plane.
+	CacheDir string
+}
+
+// StartNode starts a node fed by cp.
+func (cp *ControlPlane) StartNode(opts NodeOptions) *Node {
+	cp.t.Helper()
+	if opts.CacheDir == "" {
+		opts.CacheDir = filepath.Join(cp.t.TempDir(), "cache")
+	}
+	m, err := managed.New(managed.Options{
+		ControlPlane: cp.opts.XDSAddress, CAPEM: cp.CAPEM(), NodeID: opts.ID, Zone: opts.Zone,
+		Credentials: opts.Credentials, ListenHost: opts.Host, CacheDir: opts.CacheDir,
+		Logger:      mysqltest.TestLogger(cp.t).Named("node-" + opts.ID),
+		NodeOptions: node.Options{MonitorInterval: 200 * time.Millisecond, DrainTimeout: time.Second},
+	})
+	if err != nil {
+		cp.t.Fatalf("start node %s: %v", opts.ID, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &Node{Node: m, ID: opts.ID, Zone: opts.Zone, Host: opts.Host, opts: opts, cancel: cancel, done: make(chan error, 1)}
+	go func() { n.done <- m.Run(ctx, time.Second) }()
+	cp.t.Cleanup(n.Stop)
+	return n
+}
+
+// Stop stops the node and waits for it.
+func (n *Node) Stop() {
+	if n.cancel == nil {
+		return
+	}
+	n.cancel()
+	n.cancel = nil
+	<-n.done
+}
+
+// Addr returns where the node serves an endpoint of a proxy.
+func (n *Node) Addr(proxy, endpoint string) (string, bool) {
+	return n.Node.Node().Addr(proxy, endpoint)
+}
+
+// WaitServing polls until the node serves endpoint of proxy.
+func (n *Node) WaitServing(t testing.TB, proxy, endpoint string) string {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if a, ok := n.Addr(proxy, endpoint); ok {
+			return a
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s does not serve %s/%s; xDS status %+v", n.ID, proxy, endpoint, n.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
