@@ -211,6 +211,7 @@ func (s *Server) startStream() bool {
 // after each store commit). Snapshots must pass Consistent() before
 // SetSnapshot. Concurrent calls run one after the other; a build error for
 // one node does not stop the others and is returned joined with the rest.
+// After Close it returns ErrClosed.
 func (s *Server) Refresh(ctx context.Context) error {
 	select {
 	case s.refreshSem <- struct{}{}:
@@ -220,6 +221,10 @@ func (s *Server) Refresh(ctx context.Context) error {
 	defer func() { <-s.refreshSem }()
 
 	s.mu.Lock()
+	if s.mu.closed {
+		s.mu.Unlock()
+		return ErrClosed
+	}
 	infos := make([]xdsapi.NodeInfo, 0, len(s.mu.nodes))
 	for _, n := range s.mu.nodes {
 		infos = append(infos, n.info)

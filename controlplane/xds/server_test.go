@@ -611,6 +611,9 @@ func TestCloseEndsStreams(t *testing.T) {
 		t.Fatalf("WaitRollout after Close = %v", err)
 	}
 	env.srv.Close() // idempotent
+	if err := env.srv.Refresh(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Refresh after Close = %v", err)
+	}
 	c2 := dial(t, env.addr, "tok-n1", false)
 	// The stream may be refused before the request is even read.
 	_ = c2.sotw.Send(&discovery.DiscoveryRequest{Node: node("n1", "a").Proto(), TypeUrl: resource.ClusterType})
