@@ -410,6 +410,9 @@ func (s *Server) Close() {
 		if s.stop != nil {
 			s.stop()
 		}
+		if s.xds != nil {
+			s.xds.Close()
+		}
 		if s.grpc != nil {
 			// Streams are endless; cut them after a short grace.
 			done := make(chan struct{})

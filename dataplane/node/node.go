@@ -311,6 +311,11 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 	for _, ec := range pc.Endpoints {
 		ln, err := n.opts.Listen("tcp", ec.Address)
 		if err != nil {
+			// Close the listeners opened so far here: an endpoint's
+			// Serve may not have started yet, so Drain cannot be
+			// relied on to close them before a restore binds the same
+			// addresses.
+			rp.stopAccepting()
 			n.stopProxy(context.Background(), rp)
 			return nil, fmt.Errorf("listen on %s: %w", ec.Address, err)
 		}

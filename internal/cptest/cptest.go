@@ -28,8 +28,11 @@ type ControlPlane struct {
 	// Client calls the API with the root key.
 	Client *apiclient.Client
 	Dir    string
-	opts   controlplane.Options
-	t      testing.TB
+	// CA is the control plane's CA certificate; it stays valid while the
+	// control plane is stopped.
+	CA   []byte
+	opts controlplane.Options
+	t    testing.TB
 }
 
 // ZoneHost returns the loopback address of the nodes of the i-th zone
@@ -60,6 +63,7 @@ func (cp *ControlPlane) start() {
 		cp.t.Fatalf("start control plane: %v", err)
 	}
 	cp.Server = s
+	cp.CA = s.CAPEM()
 	root := s.Root()
 	cp.Client, err = apiclient.New(apiclient.Options{
 		Endpoint:    "https://" + s.APIAddr(),
@@ -204,7 +208,7 @@ func (cp *ControlPlane) StartNode(opts NodeOptions) *Node {
 		opts.CacheDir = filepath.Join(cp.t.TempDir(), "cache")
 	}
 	m, err := managed.New(managed.Options{
-		ControlPlane: cp.opts.XDSAddress, CAPEM: cp.CAPEM(), NodeID: opts.ID, Zone: opts.Zone,
+		ControlPlane: cp.opts.XDSAddress, CAPEM: cp.CA, NodeID: opts.ID, Zone: opts.Zone,
 		Credentials: opts.Credentials, ListenHost: opts.Host, CacheDir: opts.CacheDir,
 		Logger:      mysqltest.TestLogger(cp.t).Named("node-" + opts.ID),
 		NodeOptions: node.Options{MonitorInterval: 200 * time.Millisecond, DrainTimeout: time.Second},
@@ -244,6 +248,23 @@ func (n *Node) WaitServing(t testing.TB, proxy, endpoint string) string {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("node %s does not serve %s/%s; xDS status %+v", n.ID, proxy, endpoint, n.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// WaitSynced polls until the node is connected and has applied a
+// configuration.
+func (n *Node) WaitSynced(t testing.TB) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st := n.Status()
+		if st.Connected && st.Version != "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s not synced: %+v", n.ID, st)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
