@@ -25,6 +25,7 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
@@ -232,6 +233,7 @@ func (s *Server) Refresh(ctx context.Context) error {
 	s.mu.Unlock()
 	sort.Slice(infos, func(i, j int) bool { return infos[i].ID < infos[j].ID })
 
+	s.reauthorize()
 	var errs []error
 	for _, info := range infos {
 		if err := ctx.Err(); err != nil {
@@ -242,6 +244,28 @@ func (s *Server) Refresh(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// reauthorize checks every bound stream's credentials again and ends the
+// streams that are no longer allowed, so that a disabled key or a detached
+// policy cuts a node off at the next commit rather than at the node's next
+// request, which may never come.
+func (s *Server) reauthorize() {
+	s.mu.Lock()
+	streams := make([]*streamState, 0, len(s.mu.streams))
+	for _, st := range s.mu.streams {
+		if st.bound && st.handle != nil {
+			streams = append(streams, st)
+		}
+	}
+	s.mu.Unlock()
+	for _, st := range streams {
+		if err := s.auth.Authorize(st.ctx, st.md, st.node); err != nil {
+			err = authStatus(err)
+			s.log.Warn("ending stream: node no longer authorized", "node", st.node.ID, "zone", st.node.Zone, "reason", status.Convert(err).Message())
+			st.handle.cancel(err)
+		}
+	}
 }
 
 // buildAndPublish builds info's snapshot and publishes it.

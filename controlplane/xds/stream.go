@@ -108,8 +108,13 @@ func serveGuarded[Req, Resp any](s *Server, st grpc.BidiStreamingServer[Req, Res
 		return status.Error(codes.Unavailable, "control plane is shutting down")
 	case <-ctx.Done():
 		g.close()
-		if errors.Is(context.Cause(ctx), errReplaced) {
+		cause := context.Cause(ctx)
+		if errors.Is(cause, errReplaced) {
 			return status.Error(codes.Aborted, errReplaced.Error())
+		}
+		if st, ok := status.FromError(cause); ok && st.Code() != codes.OK && st.Code() != codes.Unknown {
+			// Ended by the server, e.g. credentials revoked.
+			return cause
 		}
 		return status.FromContextError(ctx.Err()).Err()
 	}

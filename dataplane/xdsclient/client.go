@@ -53,6 +53,11 @@ type Options struct {
 	Logger hclog.Logger
 	// Backoff paces reconnects.
 	Backoff Backoff
+	// MaxStreamAge ends a stream and opens a new one, with a fresh token,
+	// before the token the stream was opened with expires (default 10m;
+	// node tokens live 15m and the server checks them again at every
+	// commit).
+	MaxStreamAge time.Duration
 	// Now is the clock for Status; nil means time.Now.
 	Now func() time.Time
 }
@@ -219,10 +224,18 @@ func (c *Client) Run(ctx context.Context) error {
 	attempt := 0
 	for {
 		got, err := c.session(ctx)
-		c.setStatus(func(s *Status) { s.Connected = false })
 		if ctx.Err() != nil {
+			c.setStatus(func(s *Status) { s.Connected = false })
 			return ctx.Err()
 		}
+		if errors.Is(err, errRotated) {
+			// A planned reconnect: no backoff, still connected as far
+			// as anyone can tell.
+			c.log.Debug("renewing the control plane stream before its token expires")
+			attempt = 0
+			continue
+		}
+		c.setStatus(func(s *Status) { s.Connected = false })
 		c.reportStreamError(err)
 		if got {
 			attempt = 0
@@ -235,6 +248,12 @@ func (c *Client) Run(ctx context.Context) error {
 		}
 	}
 }
+
+// errRotated ends a stream that reached Options.MaxStreamAge.
+var errRotated = errors.New("stream reached its maximum age")
+
+// DefaultMaxStreamAge is the default of Options.MaxStreamAge.
+const DefaultMaxStreamAge = 10 * time.Minute
 
 // reportStreamError logs why a stream ended and records it in Status.
 func (c *Client) reportStreamError(err error) {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -440,4 +441,46 @@ func TestRunTwice(t *testing.T) {
 		t.Fatalf("second Run = %v, want ErrRunning", err)
 	}
 	stop()
+}
+
+func TestStreamRenewedBeforeTokenExpires(t *testing.T) {
+	cp := startControlPlane(t, "", nil, nil)
+	rec := &applyRecorder{}
+	logs := &syncBuffer{}
+	opts := testOptions(cp.addr, rec, logs)
+	tokens := 0
+	var mu sync.Mutex
+	inner := opts.Token
+	opts.Token = func(ctx context.Context) (string, error) {
+		mu.Lock()
+		tokens++
+		mu.Unlock()
+		return inner(ctx)
+	}
+	opts.MaxStreamAge = 50 * time.Millisecond
+	c, err := New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runClient(t, c)
+	rec.waitCalls(t, 1)
+	eventually(t, "three streams with fresh tokens", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return tokens >= 3
+	})
+	// The renewals are not failures, and the same version is not applied
+	// again.
+	if s := c.Status(); s.LastError != "" {
+		t.Fatalf("status after renewals: %+v", s)
+	}
+	if got := rec.versions(); len(got) != 1 {
+		t.Fatalf("applied %v after stream renewals; want one apply", got)
+	}
+	rev, v1 := cp.build.set("a", "g1")
+	cp.refresh()
+	if _, err := cp.waitRollout(rev); err != nil {
+		t.Fatalf("rollout across renewed streams: %v", err)
+	}
+	eventually(t, "the new version applied", func() bool { return c.Status().Version == v1 })
 }

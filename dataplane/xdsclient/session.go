@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -56,9 +57,19 @@ func (c *Client) session(ctx context.Context) (got bool, err error) {
 	if err := s.subscribe(); err != nil {
 		return false, err
 	}
+	age := c.opts.MaxStreamAge
+	if age <= 0 {
+		age = DefaultMaxStreamAge
+	}
+	var rotated atomic.Bool
+	timer := time.AfterFunc(age, func() { rotated.Store(true); cancel() })
+	defer timer.Stop()
 	for {
 		resp, err := stream.Recv()
 		if err != nil {
+			if rotated.Load() {
+				return got, errRotated
+			}
 			return got, err
 		}
 		if !got {
@@ -67,6 +78,9 @@ func (c *Client) session(ctx context.Context) (got bool, err error) {
 			c.log.Info("connected to the control plane", "target", c.opts.Target, "node", c.opts.Node.ID, "zone", c.opts.Node.Zone)
 		}
 		if err := s.handle(ctx, resp); err != nil {
+			if rotated.Load() {
+				return got, errRotated
+			}
 			return got, err
 		}
 	}
