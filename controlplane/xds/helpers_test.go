@@ -92,7 +92,7 @@ func contentVersion(t testing.TB, res map[resource.Type][]types.Resource) string
 	sort.Strings(keys)
 	h := sha256.New()
 	for _, k := range keys {
-		io.WriteString(h, k)
+		_, _ = io.WriteString(h, k)
 		for _, r := range res[k] {
 			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
 			if err != nil {
@@ -426,7 +426,7 @@ func (c *adsClient) recvSet() (string, map[string]*discovery.DiscoveryResponse) 
 	c.t.Helper()
 	got := map[string]*discovery.DiscoveryResponse{}
 	version := ""
-	for range resourceTypes() {
+	for range numTypes {
 		r := c.recv()
 		if _, dup := got[r.GetTypeUrl()]; dup {
 			c.t.Fatalf("second response for %s before the set was complete", r.GetTypeUrl())

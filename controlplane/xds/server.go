@@ -25,8 +25,8 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/status"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
@@ -73,10 +73,13 @@ var (
 	ErrClosed = errors.New("xds server closed")
 )
 
+// numTypes is how many resource types a snapshot carries.
+const numTypes = 4
+
 // resourceTypes are the types every dbproxy snapshot carries, in the order
 // a node applies them.
-func resourceTypes() [4]string {
-	return [4]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.SecretType}
+func resourceTypes() [numTypes]string {
+	return [numTypes]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.SecretType}
 }
 
 // versionHistory bounds how many (version → revision) pairs a node record

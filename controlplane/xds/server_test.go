@@ -369,7 +369,7 @@ func TestDeltaSyncAndAck(t *testing.T) {
 	}
 	want := env.build.version("a")
 	got := map[string]*discovery.DeltaDiscoveryResponse{}
-	for range resourceTypes() {
+	for range numTypes {
 		r := c.recvDelta()
 		got[r.GetTypeUrl()] = r
 		if r.GetSystemVersionInfo() != want || len(r.GetResources()) != 1 {

@@ -68,7 +68,7 @@ func (c *Client) readCache() (string, map[string][]*anypb.Any, error) {
 	if set.Format != cacheFormat || set.Version == "" {
 		return "", nil, fmt.Errorf("cache format %d, version %q: not usable", set.Format, set.Version)
 	}
-	res := make(map[string][]*anypb.Any, len(resourceTypes()))
+	res := make(map[string][]*anypb.Any, numTypes)
 	for _, t := range resourceTypes() {
 		raw, ok := set.Resources[t]
 		if !ok {

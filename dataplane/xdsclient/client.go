@@ -276,8 +276,11 @@ func (c *Client) reportStreamError(err error) {
 }
 
 // resourceTypes are the types the client subscribes to, in request order.
-func resourceTypes() [4]string {
-	return [4]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.SecretType}
+// numTypes is how many resource types a complete set has.
+const numTypes = 4
+
+func resourceTypes() [numTypes]string {
+	return [numTypes]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.SecretType}
 }
 
 func knownType(t string) bool {

@@ -91,7 +91,7 @@ func contentVersion(t testing.TB, res map[resource.Type][]types.Resource) string
 	sort.Strings(keys)
 	h := sha256.New()
 	for _, k := range keys {
-		io.WriteString(h, k)
+		_, _ = io.WriteString(h, k)
 		for _, r := range res[k] {
 			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
 			if err != nil {

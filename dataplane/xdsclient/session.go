@@ -154,7 +154,7 @@ func (s *session) handle(ctx context.Context, resp *discovery.DiscoveryResponse)
 		}
 	}
 
-	complete := len(s.pending) == len(resourceTypes())
+	complete := len(s.pending) == numTypes
 	if !complete && !(s.c.hasApplied && v == s.c.applied) {
 		return nil
 	}

@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/dbproxy/dbproxy/controlplane"
 	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/dataplane/managed"
@@ -78,7 +80,7 @@ func (cp *ControlPlane) start() {
 // Stop stops the control plane (nodes keep serving what they have).
 func (cp *ControlPlane) Stop() {
 	if cp.Server != nil {
-		cp.Server.Close()
+		cp.Close()
 		cp.Server = nil
 	}
 }
@@ -181,6 +183,7 @@ type Node struct {
 	*managed.Node
 	ID, Zone, Host string
 	opts           NodeOptions
+	log            hclog.Logger
 	cancel         context.CancelFunc
 	done           chan error
 }
@@ -207,17 +210,18 @@ func (cp *ControlPlane) StartNode(opts NodeOptions) *Node {
 	if opts.CacheDir == "" {
 		opts.CacheDir = filepath.Join(cp.t.TempDir(), "cache")
 	}
+	log := mysqltest.TestLogger(cp.t).Named("node-" + opts.ID)
 	m, err := managed.New(managed.Options{
 		ControlPlane: cp.opts.XDSAddress, CAPEM: cp.CA, NodeID: opts.ID, Zone: opts.Zone,
 		Credentials: opts.Credentials, ListenHost: opts.Host, CacheDir: opts.CacheDir,
-		Logger:      mysqltest.TestLogger(cp.t).Named("node-" + opts.ID),
+		Logger:      log,
 		NodeOptions: node.Options{MonitorInterval: 200 * time.Millisecond, DrainTimeout: time.Second},
 	})
 	if err != nil {
 		cp.t.Fatalf("start node %s: %v", opts.ID, err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &Node{Node: m, ID: opts.ID, Zone: opts.Zone, Host: opts.Host, opts: opts, cancel: cancel, done: make(chan error, 1)}
+	n := &Node{Node: m, ID: opts.ID, Zone: opts.Zone, Host: opts.Host, opts: opts, log: log, cancel: cancel, done: make(chan error, 1)}
 	go func() { n.done <- m.Run(ctx, time.Second) }()
 	cp.t.Cleanup(n.Stop)
 	return n
@@ -230,7 +234,9 @@ func (n *Node) Stop() {
 	}
 	n.cancel()
 	n.cancel = nil
-	<-n.done
+	if err := <-n.done; err != nil {
+		n.log.Error("node stopped with an error", "node", n.ID, "error", err)
+	}
 }
 
 // Addr returns where the node serves an endpoint of a proxy.

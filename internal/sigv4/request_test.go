@@ -251,7 +251,7 @@ func TestTransport(t *testing.T) {
 			http.Error(w, err.Error(), http.StatusForbidden)
 			return
 		}
-		io.WriteString(w, id+" "+string(body))
+		_, _ = io.WriteString(w, id+" "+string(body))
 	}))
 	defer srv.Close()
 
