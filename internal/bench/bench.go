@@ -41,6 +41,7 @@ type results struct {
 	MainNode        *nodeMemory    `json:"main_node_memory,omitempty"`
 	Idle            *idleResult    `json:"idle,omitempty"`
 	Profile         *profileResult `json:"profile,omitempty"`
+	Propagation     *propResult    `json:"propagation,omitempty"`
 	Targets         []targetCheck  `json:"targets"`
 	Failures        []string       `json:"failures,omitempty"`
 }
@@ -198,7 +199,7 @@ func (b *bench) run(ctx context.Context) error {
 	if err := b.phaseIdle(ctx); err != nil {
 		return err
 	}
-	return nil
+	return b.phasePropagation(ctx)
 }
 
 func (b *bench) collectEnv() {
@@ -227,6 +228,7 @@ func (b *bench) collectEnv() {
 		"idle_workers": fmt.Sprint(o.idleWorkers), "pool_percent": fmt.Sprint(o.poolPercent),
 		"idle_pool_percent": fmt.Sprint(o.idlePoolPercent), "tables": fmt.Sprint(o.tables),
 		"table_size": fmt.Sprint(o.tableSize), "src_addrs": fmt.Sprint(o.srcAddrs),
+		"propagation_changes": fmt.Sprint(o.propChanges), "propagation_clients": fmt.Sprint(o.propClients),
 	}
 }
 
@@ -539,7 +541,7 @@ func (b *bench) cleanup() {
 	for _, n := range b.nodes {
 		n.stop()
 		if data, err := os.ReadFile(n.logPath); err == nil && b.outDir != "" {
-			_ = os.WriteFile(filepath.Join(b.outDir, "node-"+n.name+".log"), data, 0o644)
+			_ = os.WriteFile(filepath.Join(b.outDir, filepath.Base(n.logPath)), data, 0o644)
 		}
 	}
 	if b.rootDB != nil {

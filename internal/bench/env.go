@@ -29,7 +29,8 @@ const (
 	proxyName     = "bench"
 )
 
-// nodeProc is a data-plane node running as a child process.
+// nodeProc is a child process of the bench: a data-plane node or, for the
+// propagation phase, the control plane.
 type nodeProc struct {
 	name      string
 	cmd       *exec.Cmd
@@ -179,24 +180,12 @@ func (b *bench) startNode(ctx context.Context, name string, poolPercent int) (*n
 	if err := os.WriteFile(cfgPath, js, 0o600); err != nil {
 		return nil, err
 	}
-	logPath := filepath.Join(b.tmp, "node-"+name+".log")
-	logf, err := os.Create(logPath)
+	n, err := b.startProc(name, "node-"+name+".log", "dataplane", "--config", cfgPath, "--log-level", "warn")
 	if err != nil {
 		return nil, err
 	}
-	defer logf.Close()
-	cmd := exec.Command(b.nodeBin, "dataplane", "--config", cfgPath, "--log-level", "warn")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// Own process group: a Ctrl-C on the terminal reaches the bench, which
-	// stops the node itself. Pdeathsig: the node dies with the bench.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start node: %w", err)
-	}
-	n := &nodeProc{name: name, cmd: cmd, addr: cfg.Proxies[0].Endpoints[0].Address, admin: cfg.Node.AdminAddress,
-		logPath: logPath, exited: make(chan struct{})}
-	b.nodes = append(b.nodes, n)
-	go func() { n.waitErr = cmd.Wait(); close(n.exited) }()
+	n.addr, n.admin = cfg.Proxies[0].Endpoints[0].Address, cfg.Node.AdminAddress
+	cmd := n.cmd
 
 	// The pool starts with a placeholder limit until the first health
 	// check reads @@max_connections: wait for the expected limit.
@@ -205,7 +194,7 @@ func (b *bench) startNode(ctx context.Context, name string, poolPercent int) (*n
 	for n.poolLimit != want {
 		select {
 		case <-n.exited:
-			return nil, fmt.Errorf("node %s exited during start-up (%v):\n%s", name, n.waitErr, tailFile(logPath, 20))
+			return nil, fmt.Errorf("node %s exited during start-up (%v):\n%s", name, n.waitErr, tailFile(n.logPath, 20))
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-time.After(50 * time.Millisecond):
@@ -216,7 +205,7 @@ func (b *bench) startNode(ctx context.Context, name string, poolPercent int) (*n
 		}
 		if time.Now().After(deadline) {
 			if n.poolLimit <= 0 {
-				return nil, fmt.Errorf("node %s: pool limit not known after 30s (last scrape error: %v):\n%s", name, err, tailFile(logPath, 20))
+				return nil, fmt.Errorf("node %s: pool limit not known after 30s (last scrape error: %v):\n%s", name, err, tailFile(n.logPath, 20))
 			}
 			b.logf("WARNING: node %s pool limit is %d after 30s, expected %d", name, n.poolLimit, want)
 			break
@@ -228,10 +217,35 @@ func (b *bench) startNode(ctx context.Context, name string, poolPercent int) (*n
 		err = oneShot(ctx, c)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("node %s: first query through %s: %w\n%s", name, n.addr, err, tailFile(logPath, 20))
+		return nil, fmt.Errorf("node %s: first query through %s: %w\n%s", name, n.addr, err, tailFile(n.logPath, 20))
 	}
 	b.logf("node %q pid %d: endpoint %s, admin %s, pool limit %d (%d%% of max_connections %d)",
 		name, cmd.Process.Pid, n.addr, n.admin, n.poolLimit, poolPercent, b.o.maxConnections)
+	return n, nil
+}
+
+// startProc starts the dbproxy binary with args as a child process whose
+// output goes to logName in the temporary directory, and registers it for
+// cleanup. It must be called from the main goroutine (see main): the child
+// gets Pdeathsig, which fires when the thread that started it exits.
+func (b *bench) startProc(name, logName string, args ...string) (*nodeProc, error) {
+	logPath := filepath.Join(b.tmp, logName)
+	logf, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	cmd := exec.Command(b.nodeBin, args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	// Own process group: a Ctrl-C on the terminal reaches the bench, which
+	// stops the child itself. Pdeathsig: the child dies with the bench.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", name, err)
+	}
+	n := &nodeProc{name: name, cmd: cmd, logPath: logPath, exited: make(chan struct{})}
+	b.nodes = append(b.nodes, n)
+	go func() { n.waitErr = cmd.Wait(); close(n.exited) }()
 	return n, nil
 }
 

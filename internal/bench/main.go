@@ -16,7 +16,12 @@
 //     with the peak backend connection count during the node runs;
 //  4. 10,000 idle client connections held on a fresh node whose pool limit
 //     is 32: RSS per idle client, backend connections, and the wall time of
-//     one query on each of them.
+//     one query on each of them;
+//  5. config propagation: a control plane and three managed nodes (zones a,
+//     b and c) as separate processes, then 100 more in-process ADS clients
+//     against the same control plane; each time, 50 target-group changes
+//     (PUT through the API), timed from just before the PUT until the
+//     rollout API reports that every node acked it (p50/p95/p99/max).
 //
 // It prints a table and a summary against the targets of "What to beat" in
 // DESIGN.md and writes everything as JSON (-out). Targets are reported, not
@@ -60,6 +65,8 @@ type options struct {
 	maxConnections  int
 	poolPercent     int
 	idlePoolPercent int
+	propChanges     int
+	propClients     int
 	tables          int
 	tableSize       int
 	out             string
@@ -98,13 +105,15 @@ func parseFlags() (*options, error) {
 	flag.IntVar(&o.maxConnections, "max-connections", 1600, "the server's max_connections")
 	flag.IntVar(&o.poolPercent, "pool-percent", 4, "max_connections_percent of the main proxy (4% of 1600 = 64)")
 	flag.IntVar(&o.idlePoolPercent, "idle-pool-percent", 2, "max_connections_percent of the idle-client node (2% of 1600 = 32)")
+	flag.IntVar(&o.propChanges, "propagation-changes", 50, "timed config changes per propagation stage")
+	flag.IntVar(&o.propClients, "propagation-clients", 100, "in-process ADS clients added for the second propagation stage (0 skips the stage)")
 	flag.IntVar(&o.tables, "tables", 4, "sysbench tables")
 	flag.IntVar(&o.tableSize, "table-size", 10000, "rows per sysbench table")
 	flag.StringVar(&o.out, "out", ".bench/results.json", "write the results as JSON here (the profile and logs go next to it)")
 	flag.BoolVar(&o.pprof, "pprof", false, "profile the node's CPU during the 16-thread point-select node run (/debug/pprof if the node serves it, else perf)")
 	flag.StringVar(&o.nodeBin, "node-bin", "", "use this dbproxy binary instead of building one")
 	flag.IntVar(&o.srcAddrs, "src-addrs", 1, "spread the bench's own client connections over this many loopback source addresses (127.0.0.1..N)")
-	flag.StringVar(&skip, "skip", "", "phases to skip, comma-separated: sysbench,rw,storm,idle")
+	flag.StringVar(&skip, "skip", "", "phases to skip, comma-separated: sysbench,rw,storm,idle,propagation")
 	flag.BoolVar(&o.keep, "keep", false, "keep the temporary directory (binary, config, logs, sysbench output)")
 	flag.BoolVar(&o.verbose, "v", false, "print sysbench commands and extra progress")
 	flag.Parse()
@@ -125,6 +134,7 @@ func parseFlags() (*options, error) {
 		def("rw-duration", func() { o.rwDuration = 5 * time.Second })
 		def("storm-duration", func() { o.stormDuration = 5 * time.Second })
 		def("storm-rounds", func() { o.stormRounds = 1 })
+		def("propagation-changes", func() { o.propChanges = 15 })
 	}
 	for _, t := range strings.Split(tests, ",") {
 		if t = strings.TrimSpace(t); t != "" {
@@ -145,7 +155,7 @@ func parseFlags() (*options, error) {
 	for _, s := range strings.Split(skip, ",") {
 		switch s = strings.TrimSpace(s); s {
 		case "":
-		case "sysbench", "rw", "storm", "idle":
+		case "sysbench", "rw", "storm", "idle", "propagation":
 			o.skip[s] = true
 		default:
 			return nil, fmt.Errorf("-skip: unknown phase %q", s)
@@ -160,6 +170,8 @@ func parseFlags() (*options, error) {
 		return nil, errors.New("-src-addrs must be 1-250")
 	case o.stormWorkers < 1 || o.idleWorkers < 1 || o.idleClients < 0:
 		return nil, errors.New("worker and client counts must be positive")
+	case o.propChanges < 1 || o.propClients < 0:
+		return nil, errors.New("-propagation-changes must be at least 1 and -propagation-clients not negative")
 	}
 	return o, nil
 }

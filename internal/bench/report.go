@@ -43,6 +43,7 @@ func (b *bench) checkTargets() {
 	} else {
 		add("idle clients", "≤ 8 KiB, < 1 s, ≤ 32 backend", "not run", false, true)
 	}
+	b.checkPropagation(add)
 	if rw := b.res.ReadWrite; rw != nil {
 		add("server-side prepared statements (oltp_read_write via node)", "0 errors",
 			fmt.Sprintf("%d errors%s, %.0f tps (%.2f× direct)", rw.Node.errors(), rw.Node.errorCodes(), rw.Node.TPS, rw.Ratio),
@@ -110,6 +111,7 @@ func (b *bench) report() {
 		fmt.Printf("  backend during the phase: peak %d in the pool, %d server sessions (incl. 1 health check), %.0f opened, peak %d clients waiting\n",
 			ir.PeakPoolConns, ir.PeakServerSessions, ir.BackendOpenedDuring, ir.PeakWaiting)
 	}
+	b.reportPropagation()
 	if p := r.Profile; p != nil {
 		fmt.Printf("\nprofile: %s\n", p.Summary)
 		if p.Top != "" {
@@ -168,4 +170,53 @@ func (b *bench) writeJSON() error {
 		return err
 	}
 	return os.WriteFile(b.o.out, append(data, '\n'), 0o644)
+}
+
+// checkPropagation adds the config-propagation target: p99 of API write →
+// every node acked under propTarget with the in-process clients connected.
+func (b *bench) checkPropagation(add func(name, target, measured string, pass, skipped bool)) {
+	target := fmt.Sprintf("p99 < %d ms", propTarget.Milliseconds())
+	pr := b.res.Propagation
+	if pr == nil || pr.Clients == nil {
+		add(fmt.Sprintf("config propagation, %d nodes: write → all acked", 3+b.o.propClients), target, "not run", false, true)
+		return
+	}
+	st := pr.Clients
+	measured := fmt.Sprintf("p99 %.1f ms (p50 %.1f, max %.1f; %d/%d changes complete)", st.Total.P99, st.Total.P50, st.Total.Max, st.Completed, st.Changes)
+	add(fmt.Sprintf("config propagation, %d nodes: write → all acked", st.Nodes), target, measured,
+		st.ok() && st.Total.P99 < ms(propTarget), false)
+}
+
+// reportPropagation prints the propagation phase's table.
+func (b *bench) reportPropagation() {
+	pr := b.res.Propagation
+	if pr == nil || pr.Processes == nil {
+		return
+	}
+	fmt.Printf("\nconfig propagation: API write (PUT target group) → GET /v1/rollout complete for zones a,b,c; %d changes per stage; control plane and 3 nodes are processes\n", pr.Changes)
+	fmt.Printf("%-44s %6s %9s %9s %9s %9s %9s %11s %17s\n", "", "nodes", "complete", "p50 ms", "p95 ms", "p99 ms", "max ms", "PUT p50 ms", "CPU ms/chg cp/bench")
+	row := func(name string, st *propStage) {
+		fmt.Printf("%-44s %6d %9s %9.1f %9.1f %9.1f %9.1f %11.1f %17s\n", name, st.Nodes, fmt.Sprintf("%d/%d", st.Completed, st.Changes),
+			st.Total.P50, st.Total.P95, st.Total.P99, st.Total.Max, st.Put.P50,
+			fmt.Sprintf("%.1f/%.1f", st.ControlPlaneCPUMsPerChange, st.BenchCPUMsPerChange))
+	}
+	row("3 node processes", pr.Processes)
+	if pr.Clients != nil {
+		row(fmt.Sprintf("3 node processes + %d in-process ADS clients", pr.InProcessClients), pr.Clients)
+		fmt.Printf("in-process clients connected in %.1fs; %d resource sets decoded, %d decode errors\n",
+			pr.ClientsConnectSeconds, pr.ClientApplies, pr.ClientDecodeErrors)
+	}
+	var parts []string
+	for _, q := range pr.NodeQueries {
+		switch {
+		case q.Error != "":
+			parts = append(parts, q.Node+": ERROR "+q.Error)
+		case q.Value != q.Want:
+			parts = append(parts, fmt.Sprintf("%s: wait_timeout %s, want %s", q.Node, q.Value, q.Want))
+		default:
+			parts = append(parts, q.Node+": ok")
+		}
+	}
+	fmt.Printf("start-up to first rollout %.1fs; control plane RSS %.1f MiB (peak %.1f MiB); a query through each node afterwards (last change's init_query served): %s\n",
+		pr.StartSeconds, float64(pr.ControlPlaneRSSKiB)/1024, float64(pr.ControlPlaneHWMKiB)/1024, strings.Join(parts, ", "))
 }
