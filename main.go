@@ -33,7 +33,8 @@ commands:
                 or from a static file (--config FILE)
   api           send one signed request to the admin API (METHOD PATH [BODY])
   token         print a connect token (not built yet)
-  dev           control plane, nodes and a database on one machine (not built yet)
+  dev           a control plane, a node per zone on 127.0.x.1 and a MariaDB
+                server on one machine, for trying dbproxy out
 
 Run "dbproxy <command> -h" for a command's flags.
 
@@ -57,7 +58,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runControlplane(args[1:], stderr)
 	case "api":
 		return runAPI(args[1:], os.Stdin, stdout, stderr)
-	case "token", "dev":
+	case "dev":
+		return runDev(args[1:], stdout, stderr)
+	case "token":
 		fmt.Fprintf(stderr, "dbproxy %s: not built yet\n", args[0])
 		return 2
 	case "help", "-h", "--help":

@@ -2,12 +2,16 @@ package controlplane_test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"net"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/go-sql-driver/mysql"
 
 	"github.com/dbproxy/dbproxy/controlplane/api"
 	"github.com/dbproxy/dbproxy/controlplane/model"
@@ -86,6 +90,23 @@ func TestFleetServesThroughEveryZone(t *testing.T) {
 			t.Fatalf("node %s: SELECT 40+2 = %s", n.ID, got)
 		}
 	}
+	// Each node presents the certificate the control plane issued for its
+	// address: a client that verifies against the control plane's CA
+	// connects.
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(f.cp.CA)
+	for _, n := range f.nodes {
+		name := "cp-" + n.ID
+		if err := mysql.RegisterTLSConfig(name, &tls.Config{RootCAs: pool, ServerName: n.Host, MinVersion: tls.VersionTLS12}); err != nil {
+			t.Fatal(err)
+		}
+		db := nodetest.OpenAddr(t, addr(n.Host, p.Port), "tls="+name)
+		var cipher string
+		if err := db.QueryRow("SELECT 1").Scan(&cipher); err != nil {
+			t.Fatalf("TLS verified against the control plane CA, node %s: %v", n.ID, err)
+		}
+	}
+
 	// The API reports the nodes and the proxy's addresses.
 	var got model.Proxy
 	f.cp.Do("GET", "/v1/proxies/main", nil, &got)

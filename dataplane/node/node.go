@@ -6,7 +6,6 @@ package node
 import (
 	"context"
 	"crypto/rsa"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -51,7 +50,7 @@ type Node struct {
 	metrics *metrics.Metrics
 	buffers *mysql.BufferPool
 	ids     atomic.Uint64
-	tls     *tls.Config
+	tls     *nodeTLS
 	rsaKey  *rsa.PrivateKey
 	rsaPEM  []byte
 	fast    *mysql.FastAuthCache
@@ -105,7 +104,7 @@ func New(opts Options) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{opts: opts, log: opts.Logger, metrics: opts.Metrics, buffers: mysql.NewBufferPool(16 << 10),
-		rsaKey: key, rsaPEM: pemKey, fast: mysql.NewFastAuthCache()}
+		rsaKey: key, rsaPEM: pemKey, fast: mysql.NewFastAuthCache(), tls: newNodeTLS()}
 	n.mu.proxies = map[string]*runningProxy{}
 	n.retireCtx, n.stopRetiring = context.WithCancel(context.Background())
 	return n, nil
@@ -123,12 +122,8 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if n.tls == nil {
-		t, err := loadTLS(cfg.Node.TLS)
-		if err != nil {
-			return err
-		}
-		n.tls = t
+	if err := n.tls.update(cfg.Node.TLS); err != nil {
+		return err
 	}
 	if n.mu.admin == nil && cfg.Node.AdminAddress != "" {
 		if err := n.startAdminLocked(cfg.Node.AdminAddress); err != nil {
@@ -291,7 +286,7 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 	}
 	server := &mysql.ServerConfig{
 		GreetingPlugin: greeting,
-		Caps:           proxy.ClientCaps, Collation: backend.DefaultCollation, TLS: n.tls, RequireTLS: pc.RequireTLS,
+		Caps:           proxy.ClientCaps, Collation: backend.DefaultCollation, TLS: n.tls.config, RequireTLS: pc.RequireTLS,
 		RSAKey: n.rsaKey, RSAPublicPEM: n.rsaPEM, FastAuth: n.fast,
 		Lookup: func(user string) (mysql.Credential, bool) { c, ok := creds[user]; return c, ok },
 	}

@@ -12,34 +12,68 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/dbproxy/dbproxy/dataplane/config"
 )
 
-// loadTLS loads the configured certificate (inline PEM, as the control
-// plane pushes it, or files) or generates a self-signed one for the node's
-// lifetime.
-func loadTLS(c config.TLS) (*tls.Config, error) {
-	var cert tls.Certificate
-	var err error
+// nodeTLS serves the node's current certificate to every endpoint through
+// GetCertificate, so that a certificate pushed later (or changed files on
+// reload) takes effect for new connections without restarting proxies.
+type nodeTLS struct {
+	config *tls.Config
+	cert   atomic.Pointer[tls.Certificate]
+	// source is what the current certificate was loaded from.
+	source config.TLS
+	loaded bool
+}
+
+func newNodeTLS() *nodeTLS {
+	t := &nodeTLS{}
+	t.config = &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+			return t.cert.Load(), nil
+		},
+	}
+	return t
+}
+
+// update loads the certificate c names when it differs from the current
+// source. Until a certificate is configured, a self-signed one is used.
+func (t *nodeTLS) update(c config.TLS) error {
+	if t.loaded && t.source == c {
+		return nil
+	}
+	cert, err := loadCert(c)
+	if err != nil {
+		return err
+	}
+	t.cert.Store(&cert)
+	t.source, t.loaded = c, true
+	return nil
+}
+
+// loadCert loads the configured certificate (inline PEM, as the control
+// plane pushes it, or files) or generates a self-signed one.
+func loadCert(c config.TLS) (tls.Certificate, error) {
 	switch {
 	case c.Inline():
-		cert, err = tls.X509KeyPair([]byte(c.CertPEM), []byte(c.KeyPEM))
+		cert, err := tls.X509KeyPair([]byte(c.CertPEM), []byte(c.KeyPEM))
 		if err != nil {
-			return nil, fmt.Errorf("load inline TLS key pair: %w", err)
+			return cert, fmt.Errorf("load inline TLS key pair: %w", err)
 		}
+		return cert, nil
 	case c.CertFile != "" || c.KeyFile != "":
-		cert, err = tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
+		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 		if err != nil {
-			return nil, fmt.Errorf("load TLS key pair: %w", err)
+			return cert, fmt.Errorf("load TLS key pair: %w", err)
 		}
+		return cert, nil
 	default:
-		if cert, err = selfSigned(); err != nil {
-			return nil, err
-		}
+		return selfSigned()
 	}
-	return &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}, nil
 }
 
 func selfSigned() (tls.Certificate, error) {
