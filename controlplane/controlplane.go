@@ -93,6 +93,14 @@ type Server struct {
 	stop    context.CancelFunc
 	wg      sync.WaitGroup
 	closeMu sync.Once
+
+	// buildMu caches the state of one revision and the snapshots built
+	// from it.
+	buildMu struct {
+		sync.Mutex
+		state *model.State
+		snaps map[string]*cache.Snapshot
+	}
 }
 
 // Start opens the data directory, bootstraps it on first start, and
@@ -169,7 +177,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	verifier := &sigv4.Verifier{Lookup: s.lookupKey, Region: opts.Region, Now: opts.Now}
 	s.xds, err = xds.New(xds.Options{
 		Logger:     log.Named("xds"),
-		Authorizer: &nodeAuthorizer{verifier: verifier, store: s.store, log: log.Named("nodeauth")},
+		Authorizer: &nodeAuthorizer{verifier: verifier, store: s.store, log: log.Named("nodeauth"), now: opts.Now},
 		Build:      s.build,
 		Now:        opts.Now,
 	})
@@ -247,11 +255,21 @@ func (s *Server) republish(ctx context.Context) {
 	}
 }
 
-// build assembles the snapshot a node should serve now.
+// build assembles the snapshot a node should serve now. A refresh builds
+// every node's snapshot from the same revision, so the state is read once
+// per revision and a snapshot is translated once per (zone, address): nodes
+// that share both get the same snapshot.
 func (s *Server) build(ctx context.Context, node xdsapi.NodeInfo) (*cache.Snapshot, uint64, error) {
-	st, err := ReadState(ctx, s.store)
+	st, err := s.state(ctx)
 	if err != nil {
 		return nil, 0, err
+	}
+	key := node.Zone + "\x00" + node.Address
+	s.buildMu.Lock()
+	snap, ok := s.buildMu.snaps[key]
+	s.buildMu.Unlock()
+	if ok {
+		return snap, st.Revision, nil
 	}
 	var opts translate.Options
 	if node.Address != "" {
@@ -261,11 +279,44 @@ func (s *Server) build(ctx context.Context, node xdsapi.NodeInfo) (*cache.Snapsh
 		}
 		opts.NodeTLS = &translate.TLSMaterial{CertPEM: c.CertPEM, KeyPEM: c.KeyPEM}
 	}
-	snap, err := translate.Snapshot(st, node, opts)
+	snap, err = translate.Snapshot(st, node, opts)
 	if err != nil {
 		return nil, 0, fmt.Errorf("translate revision %d for node %s: %w", st.Revision, node.ID, err)
 	}
+	// Several nodes may share this snapshot; its lazily built version map
+	// is built now, before anyone else can see it, so that later readers
+	// only read.
+	if err := snap.ConstructVersionMap(); err != nil {
+		return nil, 0, fmt.Errorf("hash snapshot for node %s: %w", node.ID, err)
+	}
+	s.buildMu.Lock()
+	if s.buildMu.state == st {
+		s.buildMu.snaps[key] = snap
+	}
+	s.buildMu.Unlock()
 	return snap, st.Revision, nil
+}
+
+// state returns the desired state at the store's newest revision, read
+// once per revision.
+func (s *Server) state(ctx context.Context) (*model.State, error) {
+	s.buildMu.Lock()
+	cur := s.buildMu.state
+	s.buildMu.Unlock()
+	if cur != nil && cur.Revision == s.store.Revision() {
+		return cur, nil
+	}
+	st, err := ReadState(ctx, s.store)
+	if err != nil {
+		return nil, err
+	}
+	s.buildMu.Lock()
+	defer s.buildMu.Unlock()
+	if s.buildMu.state == nil || st.Revision > s.buildMu.state.Revision {
+		s.buildMu.state = st
+		s.buildMu.snaps = map[string]*cache.Snapshot{}
+	}
+	return st, nil
 }
 
 // ReadState reads the whole desired state in one consistent view.

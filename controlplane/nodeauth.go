@@ -2,7 +2,10 @@ package controlplane
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
+	"sync"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
@@ -29,6 +32,44 @@ type nodeAuthorizer struct {
 	verifier *sigv4.Verifier
 	store    store.Store
 	log      hclog.Logger
+	now      func() time.Time
+
+	// mu caches verified tokens until they expire: a stream's token is
+	// checked on every request and at every commit, and recomputing its
+	// signature each time is most of the control plane's work at scale.
+	// The key's state and the policies are still read every time.
+	mu struct {
+		sync.Mutex
+		tokens map[[sha256.Size]byte]*sigv4.Token
+	}
+}
+
+// verify checks a token's signature, or finds it already checked.
+func (a *nodeAuthorizer) verify(ctx context.Context, raw string) (*sigv4.Token, error) {
+	h := sha256.Sum256([]byte(raw))
+	now := a.now()
+	a.mu.Lock()
+	tok, ok := a.mu.tokens[h]
+	a.mu.Unlock()
+	if ok && now.Before(tok.Expires) {
+		return tok, nil
+	}
+	tok, err := a.verifier.VerifyToken(ctx, raw, sigv4.ServiceAPI)
+	if err != nil {
+		return nil, err
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.mu.tokens == nil {
+		a.mu.tokens = map[[sha256.Size]byte]*sigv4.Token{}
+	}
+	for k, t := range a.mu.tokens {
+		if !now.Before(t.Expires) {
+			delete(a.mu.tokens, k)
+		}
+	}
+	a.mu.tokens[h] = tok
+	return tok, nil
 }
 
 var _ xds.Authorizer = (*nodeAuthorizer)(nil)
@@ -38,7 +79,7 @@ func (a *nodeAuthorizer) Authorize(ctx context.Context, md metadata.MD, node xds
 	if len(vals) != 1 || vals[0] == "" {
 		return status.Errorf(codes.Unauthenticated, "no node token: send a presigned token in the %s metadata", xdsapi.TokenMetadataKey)
 	}
-	tok, err := a.verifier.VerifyToken(ctx, vals[0], sigv4.ServiceAPI)
+	tok, err := a.verify(ctx, vals[0])
 	if err != nil {
 		return status.Error(codes.Unauthenticated, tokenProblem(err))
 	}
