@@ -1,7 +1,10 @@
 package sigv4_test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"net/http"
@@ -9,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	v4 "github.com/aws/aws-sdk-go-v2/aws/signer/v4"
 
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
@@ -129,7 +135,10 @@ func TestVerifyRequest(t *testing.T) {
 			r.Header.Add("Authorization", r.Header.Get("Authorization"))
 			return b
 		})},
-		{name: "missing content hash header", now: t0, want: sigv4.ErrMalformed, build: tamper(func(r *http.Request, b []byte) []byte {
+		// Dropped from the signed set after signing: the signature no
+		// longer matches (a client may sign without the header; see
+		// TestVerifyRequestWithoutContentHashHeader).
+		{name: "content hash header removed after signing", now: t0, want: sigv4.ErrBadSignature, build: tamper(func(r *http.Request, b []byte) []byte {
 			r.Header.Del("X-Amz-Content-Sha256")
 			r.Header.Set("Authorization", strings.Replace(r.Header.Get("Authorization"), "x-amz-content-sha256;", "", 1))
 			return b
@@ -298,5 +307,46 @@ func TestTransport(t *testing.T) {
 			}
 			client.CloseIdleConnections()
 		})
+	}
+}
+
+// TestVerifyRequestWithoutContentHashHeader: clients such as curl
+// --aws-sigv4 sign without X-Amz-Content-Sha256; the body hash is still
+// part of the canonical request, so such requests verify and a changed
+// body does not.
+func TestVerifyRequestWithoutContentHashHeader(t *testing.T) {
+	t0 := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	creds := aws.Credentials{AccessKeyID: "AKIDCURL", SecretAccessKey: "curl-secret"}
+	v := &sigv4.Verifier{
+		Lookup: func(_ context.Context, id string) (string, error) {
+			if id != creds.AccessKeyID {
+				return "", sigv4.ErrUnknownKey
+			}
+			return creds.SecretAccessKey, nil
+		},
+		Region: "local",
+		Now:    func() time.Time { return t0 },
+	}
+	body := []byte(`{"username":"u","password":"p"}`)
+	sign := func() *http.Request {
+		req, err := http.NewRequest("PUT", "https://127.0.0.1:8443/v1/secrets/s1", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		sum := sha256.Sum256(body)
+		if err := v4.NewSigner().SignHTTP(context.Background(), creds, req, hex.EncodeToString(sum[:]), sigv4.ServiceAPI, "local", t0); err != nil {
+			t.Fatal(err)
+		}
+		if req.Header.Get("X-Amz-Content-Sha256") != "" {
+			t.Fatal("the test meant to sign without X-Amz-Content-Sha256")
+		}
+		return req
+	}
+	if id, err := v.VerifyRequest(context.Background(), sign(), body); err != nil || id != creds.AccessKeyID {
+		t.Fatalf("VerifyRequest = %q, %v", id, err)
+	}
+	if _, err := v.VerifyRequest(context.Background(), sign(), []byte(`{"username":"u","password":"q"}`)); !errors.Is(err, sigv4.ErrBadSignature) {
+		t.Fatalf("changed body: %v, want ErrBadSignature", err)
 	}
 }
