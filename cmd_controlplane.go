@@ -33,6 +33,8 @@ func runControlplane(args []string, stderr io.Writer) int {
 	xdsAddr := fs.String("xds-address", "127.0.0.1:18000", "xDS server address (gRPC over TLS)")
 	var hosts listFlag
 	fs.Var(&hosts, "host", "extra host name or address for the server certificate (repeatable)")
+	tlsCert := fs.String("tls-cert-file", "", "the API's and xDS server's certificate (PEM); default: one issued by the control plane's CA")
+	tlsKey := fs.String("tls-key-file", "", "the key of --tls-cert-file (PEM)")
 	region := fs.String("region", "", "SigV4 region (default local)")
 	masterKey := fs.String("master-key-file", "", "master key file (default <data-dir>/master.key; $"+controlplane.MasterKeyEnv+" overrides)")
 	ports := fs.String("port-range", "6033-6999", "ports allocated to proxies and endpoints")
@@ -54,7 +56,7 @@ func runControlplane(args []string, stderr io.Writer) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	s, err := controlplane.Start(ctx, controlplane.Options{
-		DataDir: *dataDir, APIAddress: *apiAddr, XDSAddress: *xdsAddr, Hosts: hosts,
+		DataDir: *dataDir, APIAddress: *apiAddr, XDSAddress: *xdsAddr, Hosts: hosts, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
 		MasterKeyFile: *masterKey, Region: *region, PortMin: lo, PortMax: hi, Logger: log,
 	})
 	if err != nil {

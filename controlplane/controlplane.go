@@ -58,6 +58,10 @@ type Options struct {
 	APIAddress, XDSAddress string
 	// Hosts are extra names and addresses for the server certificate.
 	Hosts []string
+	// TLSCertFile and TLSKeyFile, when set, are the operator's
+	// certificate for the API and the xDS server instead of one from the
+	// control plane's CA. Node certificates still come from the CA.
+	TLSCertFile, TLSKeyFile string
 	// MasterKeyFile overrides <data-dir>/master.key; $DBPROXY_MASTER_KEY
 	// overrides both.
 	MasterKeyFile string
@@ -160,9 +164,19 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		log.Info("generated the control plane CA", "path", filepath.Join(opts.DataDir, pki.CAFile))
 	}
 	s.ca = ca
-	serverCert, err := ca.ServerCert(opts.Hosts, opts.Now())
-	if err != nil {
-		return nil, err
+	var serverCert tls.Certificate
+	switch {
+	case opts.TLSCertFile != "" || opts.TLSKeyFile != "":
+		if opts.TLSCertFile == "" || opts.TLSKeyFile == "" {
+			return nil, errors.New("controlplane: give both a TLS certificate and its key, or neither")
+		}
+		if serverCert, err = tls.LoadX509KeyPair(opts.TLSCertFile, opts.TLSKeyFile); err != nil {
+			return nil, fmt.Errorf("load the API's TLS certificate: %w", err)
+		}
+	default:
+		if serverCert, err = ca.ServerCert(opts.Hosts, opts.Now()); err != nil {
+			return nil, err
+		}
 	}
 	if s.apiLn, err = net.Listen("tcp", opts.APIAddress); err != nil {
 		return nil, fmt.Errorf("listen for the API: %w", err)
@@ -395,6 +409,11 @@ func (s *Server) bootstrapRoot(ctx context.Context) error {
 		return fmt.Errorf("bootstrap the root user: %w", err)
 	}
 	caPath := filepath.Join(s.opts.DataDir, pki.CAFile)
+	if s.opts.TLSCertFile != "" {
+		// The API presents the operator's certificate: clients trust
+		// whatever issued it, not this CA.
+		caPath = ""
+	}
 	if have {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -404,8 +423,9 @@ func (s *Server) bootstrapRoot(ctx context.Context) error {
 		if err := json.Unmarshal(b, &s.root); err != nil {
 			return fmt.Errorf("read %s: %w", path, err)
 		}
-		// Addresses may differ from the last start.
+		// Addresses and certificates may differ from the last start.
 		s.root.Endpoint = "https://" + s.APIAddr()
+		s.root.CAFile = caPath
 	} else {
 		s.root = RootCredentials{AccessKeyID: key.ID, SecretAccessKey: key.SecretAccessKey, Region: s.opts.Region,
 			Endpoint: "https://" + s.APIAddr(), CAFile: caPath}

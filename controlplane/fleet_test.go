@@ -5,7 +5,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"database/sql"
+	"encoding/pem"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,8 +16,10 @@ import (
 
 	"github.com/go-sql-driver/mysql"
 
+	"github.com/dbproxy/dbproxy/controlplane"
 	"github.com/dbproxy/dbproxy/controlplane/api"
 	"github.com/dbproxy/dbproxy/controlplane/model"
+	"github.com/dbproxy/dbproxy/controlplane/pki"
 	"github.com/dbproxy/dbproxy/internal/cptest"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
 	"github.com/dbproxy/dbproxy/internal/nodetest"
@@ -306,5 +311,44 @@ func TestNodeRefusedOutsideItsZone(t *testing.T) {
 			t.Fatalf("node with a disabled key: %+v", st)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestOperatorCertificate(t *testing.T) {
+	dir := t.TempDir()
+	// An operator's certificate from another CA.
+	other, _, err := pki.LoadOrCreate(filepath.Join(dir, "other"), []byte("seed"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := other.ServerCert([]string{"cp.test"}, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	certPath, keyPath := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	kder, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Certificate[0]}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := controlplane.Start(t.Context(), controlplane.Options{DataDir: filepath.Join(dir, "cp"), APIAddress: "127.0.0.1:0",
+		XDSAddress: "127.0.0.1:0", TLSCertFile: certPath, TLSKeyFile: keyPath, Logger: mysqltest.TestLogger(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	conn, err := tls.Dial("tcp", s.APIAddr(), &tls.Config{RootCAs: other.Pool(), ServerName: "cp.test"})
+	if err != nil {
+		t.Fatalf("the API does not present the operator's certificate: %v", err)
+	}
+	conn.Close()
+	if _, err := controlplane.Start(t.Context(), controlplane.Options{DataDir: filepath.Join(dir, "cp2"), APIAddress: "127.0.0.1:0",
+		XDSAddress: "127.0.0.1:0", TLSCertFile: certPath}); err == nil {
+		t.Fatal("a certificate without its key was accepted")
 	}
 }

@@ -28,10 +28,14 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"time"
+
+	"github.com/dbproxy/dbproxy/internal/cpident"
 )
 
 // File names in the data directory.
@@ -192,7 +196,10 @@ func (ca *CA) Pool() *x509.CertPool {
 }
 
 // ServerCert issues a certificate for the control plane's own listeners,
-// valid for hosts (names or IP addresses) plus localhost and 127.0.0.1.
+// valid for hosts (names or IP addresses) plus localhost and 127.0.0.1. It
+// carries cpident.URI, which node certificates never do, so that clients
+// of the control plane can tell it from a node certificate for the same
+// name.
 func (ca *CA) ServerCert(hosts []string, now time.Time) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(ecdhCurve(), rand.Reader)
 	if err != nil {
@@ -203,6 +210,7 @@ func (ca *CA) ServerCert(hosts []string, now time.Time) (tls.Certificate, error)
 		return tls.Certificate{}, fmt.Errorf("server serial: %w", err)
 	}
 	tmpl := leafTemplate(serial, "dbproxy control plane", append([]string{"localhost", "127.0.0.1"}, hosts...), now.Add(-time.Hour), now.Add(nodeCertLifetime))
+	tmpl.URIs = []*url.URL{cpident.MustURL()}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("create server certificate: %w", err)
@@ -210,10 +218,34 @@ func (ca *CA) ServerCert(hosts []string, now time.Time) (tls.Certificate, error)
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, nil
 }
 
+// ErrNodeAddress means a node address is neither an IP address nor a host
+// name, so no certificate is issued for it.
+var ErrNodeAddress = errors.New("a node address must be an IP address or a host name (letters, digits, hyphens and dots; no wildcards)")
+
+// hostnameRE matches a DNS host name: dot-separated labels of letters,
+// digits and inner hyphens. It excludes wildcards ("*.example.com"), which a
+// node must not obtain a certificate for.
+var hostnameRE = regexp.MustCompile(`^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$`)
+
+// ValidNodeAddress reports whether a node may get a certificate for
+// address: an IP address or a host name, without wildcards.
+func ValidNodeAddress(address string) bool {
+	if net.ParseIP(address) != nil {
+		return true
+	}
+	return len(address) <= 253 && hostnameRE.MatchString(address)
+}
+
 // NodeCert returns the certificate a node at address presents to MySQL
 // clients. It is a pure function of the CA, the seed, the address and the
-// current period, so replicas agree on its bytes.
+// current period, so replicas agree on its bytes. The address is what the
+// node claims, so the certificate is never a control-plane certificate
+// (see cpident) and an address that is not a plain IP address or host name
+// is refused with ErrNodeAddress.
 func (ca *CA) NodeCert(address string, now time.Time) (NodeCert, error) {
+	if !ValidNodeAddress(address) {
+		return NodeCert{}, fmt.Errorf("node certificate for %q: %w", address, ErrNodeAddress)
+	}
 	period := now.Unix() / int64(nodeCertPeriod/time.Second)
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
