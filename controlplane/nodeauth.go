@@ -14,6 +14,7 @@ import (
 
 	"github.com/dbproxy/dbproxy/controlplane/api"
 	"github.com/dbproxy/dbproxy/controlplane/iam"
+	"github.com/dbproxy/dbproxy/controlplane/pki"
 	"github.com/dbproxy/dbproxy/controlplane/store"
 	"github.com/dbproxy/dbproxy/controlplane/xds"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
@@ -94,6 +95,11 @@ func (a *nodeAuthorizer) Authorize(ctx context.Context, md metadata.MD, node xds
 	}
 	if node.Zone == "" {
 		return status.Error(codes.InvalidArgument, "the node names no zone (node.locality.zone)")
+	}
+	if node.Address != "" && !pki.ValidNodeAddress(node.Address) {
+		// The control plane issues the node a certificate for this
+		// address; refuse what is not a plain host name or IP address.
+		return status.Errorf(codes.InvalidArgument, "the node address %q is not an IP address or a host name", node.Address)
 	}
 	key, err := api.ActiveKey(ctx, a.store, tok.AccessKeyID)
 	if err != nil {

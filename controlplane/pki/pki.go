@@ -197,9 +197,7 @@ func (ca *CA) Pool() *x509.CertPool {
 
 // ServerCert issues a certificate for the control plane's own listeners,
 // valid for hosts (names or IP addresses) plus localhost and 127.0.0.1. It
-// carries cpident.URI, which node certificates never do, so that clients
-// of the control plane can tell it from a node certificate for the same
-// name.
+// carries cpident.ControlPlaneURI.
 func (ca *CA) ServerCert(hosts []string, now time.Time) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(ecdhCurve(), rand.Reader)
 	if err != nil {
@@ -210,7 +208,7 @@ func (ca *CA) ServerCert(hosts []string, now time.Time) (tls.Certificate, error)
 		return tls.Certificate{}, fmt.Errorf("server serial: %w", err)
 	}
 	tmpl := leafTemplate(serial, "dbproxy control plane", append([]string{"localhost", "127.0.0.1"}, hosts...), now.Add(-time.Hour), now.Add(nodeCertLifetime))
-	tmpl.URIs = []*url.URL{cpident.MustURL()}
+	tmpl.URIs = []*url.URL{cpident.MustURL(cpident.ControlPlaneURI)}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
 	if err != nil {
 		return tls.Certificate{}, fmt.Errorf("create server certificate: %w", err)
@@ -239,9 +237,9 @@ func ValidNodeAddress(address string) bool {
 // NodeCert returns the certificate a node at address presents to MySQL
 // clients. It is a pure function of the CA, the seed, the address and the
 // current period, so replicas agree on its bytes. The address is what the
-// node claims, so the certificate is never a control-plane certificate
-// (see cpident) and an address that is not a plain IP address or host name
-// is refused with ErrNodeAddress.
+// node claims, so the certificate carries cpident.NodeURI, which clients of
+// the control plane refuse, and an address that is not a plain IP address
+// or host name is refused with ErrNodeAddress.
 func (ca *CA) NodeCert(address string, now time.Time) (NodeCert, error) {
 	if !ValidNodeAddress(address) {
 		return NodeCert{}, fmt.Errorf("node certificate for %q: %w", address, ErrNodeAddress)
@@ -264,6 +262,7 @@ func (ca *CA) NodeCert(address string, now time.Time) (NodeCert, error) {
 		hosts = append(hosts, "localhost")
 	}
 	tmpl := leafTemplate(serial, "dbproxy node "+address, hosts, start.Add(-time.Hour), start.Add(nodeCertLifetime))
+	tmpl.URIs = []*url.URL{cpident.MustURL(cpident.NodeURI)}
 	// Ed25519 signing ignores the random source: the bytes are fixed.
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, crypto.Signer(ca.key))
 	if err != nil {

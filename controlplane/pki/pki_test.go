@@ -5,11 +5,14 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/dbproxy/dbproxy/internal/cpident"
 )
 
 func TestNodeCertIsDeterministicAndVerifies(t *testing.T) {
@@ -130,4 +133,51 @@ func mustRead(t *testing.T, p string) []byte {
 		t.Fatal(err)
 	}
 	return b
+}
+
+func TestNodeCertRefusesAddressesThatAreNotHosts(t *testing.T) {
+	ca, _, err := LoadOrCreate(t.TempDir(), []byte("seed"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, addr := range []string{"", "*.example.com", "*", "a b", "host/x", "-x.example", "x..example", "host:1"} {
+		if _, err := ca.NodeCert(addr, time.Now()); !errors.Is(err, ErrNodeAddress) {
+			t.Errorf("NodeCert(%q) = %v, want ErrNodeAddress", addr, err)
+		}
+	}
+	for _, addr := range []string{"127.0.1.1", "::1", "node-a.example.com", "localhost"} {
+		if _, err := ca.NodeCert(addr, time.Now()); err != nil {
+			t.Errorf("NodeCert(%q): %v", addr, err)
+		}
+	}
+}
+
+func TestNodeAndServerCertsAreMarked(t *testing.T) {
+	ca, _, err := LoadOrCreate(t.TempDir(), []byte("seed"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := ca.NodeCert("127.0.0.1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(nc.CertPEM)
+	node, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, err := ca.ServerCert(nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := x509.ParseCertificate(sc.Certificate[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cpident.Has(node, cpident.NodeURI) || cpident.Has(node, cpident.ControlPlaneURI) {
+		t.Errorf("node certificate URIs = %v", node.URIs)
+	}
+	if !cpident.Has(server, cpident.ControlPlaneURI) || cpident.Has(server, cpident.NodeURI) {
+		t.Errorf("server certificate URIs = %v", server.URIs)
+	}
 }

@@ -10,7 +10,6 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -27,6 +26,7 @@ import (
 	"github.com/dbproxy/dbproxy/dataplane/node"
 	"github.com/dbproxy/dbproxy/dataplane/xdsclient"
 	"github.com/dbproxy/dbproxy/dataplane/xdsconfig"
+	"github.com/dbproxy/dbproxy/internal/cpident"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
@@ -131,16 +131,11 @@ func New(opts Options) (*Node, error) {
 	m := &Node{opts: opts, log: opts.Logger, node: n}
 	var tlsCfg *tls.Config
 	if !opts.Insecure {
-		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
-		if len(opts.CAPEM) > 0 {
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(opts.CAPEM) {
-				return nil, errors.New("the control plane CA file holds no PEM certificate")
-			}
-			tlsCfg.RootCAs = pool
-		}
-		if host, _, err := net.SplitHostPort(opts.ControlPlane); err == nil {
-			tlsCfg.ServerName = host
+		host, _, _ := net.SplitHostPort(opts.ControlPlane)
+		// Refuses another node's certificate for the control plane's
+		// name (see cpident).
+		if tlsCfg, err = cpident.ClientConfig(opts.CAPEM, host); err != nil {
+			return nil, fmt.Errorf("the control plane CA file: %w", err)
 		}
 	}
 	var cacheFile string

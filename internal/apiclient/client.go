@@ -1,5 +1,6 @@
 // Package apiclient is a small client of the control plane's admin API: it
-// signs every request with SigV4, trusts the control plane's CA and turns
+// signs every request with SigV4, trusts the control plane's CA (refusing
+// node certificates, see cpident) and turns
 // error responses into *Error. The Terraform provider, the command line and
 // the tests use it.
 package apiclient
@@ -7,8 +8,6 @@ package apiclient
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dbproxy/dbproxy/internal/cpident"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
 
@@ -64,12 +64,10 @@ func New(opts Options) (*Client, error) {
 		opts.Now = time.Now
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
-	if len(opts.CAPEM) > 0 {
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(opts.CAPEM) {
-			return nil, errors.New("the CA bundle holds no PEM certificate")
-		}
-		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	// Refuses a node certificate for the API's name: nodes get
+	// certificates from the same CA for addresses they choose.
+	if tr.TLSClientConfig, err = cpident.ClientConfig(opts.CAPEM, ""); err != nil {
+		return nil, err
 	}
 	return &Client{base: u, creds: opts.Credentials, region: opts.Region, now: opts.Now,
 		http: &http.Client{Transport: tr, Timeout: opts.Timeout}}, nil
