@@ -338,19 +338,19 @@ func ReadState(ctx context.Context, st store.Store) (*model.State, error) {
 	var out model.State
 	rev, err := st.View(ctx, func(r store.Reader) error {
 		var err error
-		if out.Secrets, err = decodeAll[model.Secret](r, model.KindSecret); err != nil {
+		if out.Secrets, err = store.DecodeAll[model.Secret](r, model.KindSecret, ""); err != nil {
 			return err
 		}
-		if out.Proxies, err = decodeAll[model.Proxy](r, model.KindProxy); err != nil {
+		if out.Proxies, err = store.DecodeAll[model.Proxy](r, model.KindProxy, ""); err != nil {
 			return err
 		}
-		if out.TargetGroups, err = decodeAll[model.TargetGroup](r, model.KindTargetGroup); err != nil {
+		if out.TargetGroups, err = store.DecodeAll[model.TargetGroup](r, model.KindTargetGroup, ""); err != nil {
 			return err
 		}
-		if out.Targets, err = decodeAll[model.Target](r, model.KindTarget); err != nil {
+		if out.Targets, err = store.DecodeAll[model.Target](r, model.KindTarget, ""); err != nil {
 			return err
 		}
-		if out.Endpoints, err = decodeAll[model.Endpoint](r, model.KindEndpoint); err != nil {
+		if out.Endpoints, err = store.DecodeAll[model.Endpoint](r, model.KindEndpoint, ""); err != nil {
 			return err
 		}
 		return nil
@@ -360,22 +360,6 @@ func ReadState(ctx context.Context, st store.Store) (*model.State, error) {
 	}
 	out.Revision = rev
 	return &out, nil
-}
-
-func decodeAll[T any](r store.Reader, kind string) ([]T, error) {
-	objs, err := r.List(kind, "")
-	if err != nil {
-		return nil, err
-	}
-	out := make([]T, 0, len(objs))
-	for _, o := range objs {
-		var v T
-		if err := json.Unmarshal(o.Value, &v); err != nil {
-			return nil, fmt.Errorf("decode %s/%s: %w", kind, o.Key, err)
-		}
-		out = append(out, v)
-	}
-	return out, nil
 }
 
 // bootstrapRoot creates the root user and its access key at first start and

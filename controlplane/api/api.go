@@ -366,7 +366,7 @@ func (a *API) policiesOf(ctx context.Context, user string) ([]*iam.Policy, error
 func UserPolicies(ctx context.Context, st store.Store, user string, log hclog.Logger) ([]*iam.Policy, error) {
 	var out []*iam.Policy
 	_, err := st.View(ctx, func(r store.Reader) error {
-		atts, err := decodeAll[model.Attachment](r, model.KindAttachment, user+"/")
+		atts, err := store.DecodeAll[model.Attachment](r, model.KindAttachment, user+"/")
 		if err != nil {
 			return err
 		}

@@ -304,20 +304,3 @@ func exists(r store.Reader, kind, key string) (bool, error) {
 	}
 	return err == nil, err
 }
-
-// decodeAll decodes every object of kind under prefix.
-func decodeAll[T any](r store.Reader, kind, prefix string) ([]T, error) {
-	objs, err := r.List(kind, prefix)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]T, 0, len(objs))
-	for _, o := range objs {
-		var v T
-		if err := json.Unmarshal(o.Value, &v); err != nil {
-			return nil, fmt.Errorf("decode %s/%s: %w", kind, o.Key, err)
-		}
-		out = append(out, v)
-	}
-	return out, nil
-}

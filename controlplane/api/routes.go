@@ -261,7 +261,7 @@ func (a *API) prepareSecret(_ store.Tx, cur, next *model.Secret) error {
 }
 
 func (a *API) secretInUse(tx store.Tx, cur *model.Secret) error {
-	proxies, err := decodeAll[model.Proxy](tx, model.KindProxy, "")
+	proxies, err := store.DecodeAll[model.Proxy](tx, model.KindProxy, "")
 	if err != nil {
 		return err
 	}
@@ -323,7 +323,7 @@ func prepareTarget(tx store.Tx, _, next *model.Target) error {
 	if err := proxyMustExist(tx, next.Proxy); err != nil {
 		return err
 	}
-	others, err := decodeAll[model.Target](tx, model.KindTarget, next.Proxy+"/")
+	others, err := store.DecodeAll[model.Target](tx, model.KindTarget, next.Proxy+"/")
 	if err != nil {
 		return err
 	}
@@ -374,14 +374,14 @@ func (a *API) showEndpoint(ctx context.Context, e *model.Endpoint) {
 // object asking, which may keep its own port.
 func (a *API) allocatePort(tx store.Reader, want int, owner, field string) (int, error) {
 	used := map[int]string{}
-	proxies, err := decodeAll[model.Proxy](tx, model.KindProxy, "")
+	proxies, err := store.DecodeAll[model.Proxy](tx, model.KindProxy, "")
 	if err != nil {
 		return 0, err
 	}
 	for _, p := range proxies {
 		used[p.Port] = "proxy/" + p.Name
 	}
-	eps, err := decodeAll[model.Endpoint](tx, model.KindEndpoint, "")
+	eps, err := store.DecodeAll[model.Endpoint](tx, model.KindEndpoint, "")
 	if err != nil {
 		return 0, err
 	}
@@ -430,7 +430,7 @@ func userInUse(tx store.Tx, cur *model.User) error {
 	if cur.Name == RootUser {
 		return errConflict("name", "the root user cannot be deleted")
 	}
-	keys, err := decodeAll[model.AccessKey](tx, model.KindAccessKey, "")
+	keys, err := store.DecodeAll[model.AccessKey](tx, model.KindAccessKey, "")
 	if err != nil {
 		return err
 	}
@@ -450,7 +450,7 @@ func userInUse(tx store.Tx, cur *model.User) error {
 }
 
 func policyInUse(tx store.Tx, cur *model.Policy) error {
-	atts, err := decodeAll[model.Attachment](tx, model.KindAttachment, "")
+	atts, err := store.DecodeAll[model.Attachment](tx, model.KindAttachment, "")
 	if err != nil {
 		return err
 	}
@@ -527,7 +527,7 @@ func (a *API) listAccessKeys(w http.ResponseWriter, r *http.Request) {
 		if ok, err := exists(rd, model.KindUser, user); err != nil || !ok {
 			return orNotFound(err, "user", "user %q", user)
 		}
-		all, err := decodeAll[model.AccessKey](rd, model.KindAccessKey, "")
+		all, err := store.DecodeAll[model.AccessKey](rd, model.KindAccessKey, "")
 		for _, k := range all {
 			if k.User == user {
 				k.SecretAccessKey = ""
