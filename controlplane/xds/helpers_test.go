@@ -185,13 +185,22 @@ type fakeAuth struct {
 	mu struct {
 		sync.Mutex
 		zones map[string]string // node id → zone
+		also  map[[2]string]bool // more (node id, zone) pairs allowed
 		calls map[string]int
 	}
+}
+
+// allow lets id also receive configuration for zone.
+func (a *fakeAuth) allow(id, zone string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.mu.also[[2]string{id, zone}] = true
 }
 
 func newFakeAuth(nodes map[string]string) *fakeAuth {
 	a := &fakeAuth{}
 	a.mu.zones = nodes
+	a.mu.also = map[[2]string]bool{}
 	a.mu.calls = map[string]int{}
 	return a
 }
@@ -204,7 +213,7 @@ func (a *fakeAuth) Authorize(_ context.Context, md metadata.MD, node xdsapi.Node
 	if len(tok) != 1 || tok[0] != "tok-"+node.ID {
 		return status.Error(codes.Unauthenticated, "invalid node token")
 	}
-	if z, ok := a.mu.zones[node.ID]; !ok || z != node.Zone {
+	if z, ok := a.mu.zones[node.ID]; (!ok || z != node.Zone) && !a.mu.also[[2]string{node.ID, node.Zone}] {
 		return status.Errorf(codes.PermissionDenied, "node %s may not receive configuration for zone %s", node.ID, node.Zone)
 	}
 	return nil

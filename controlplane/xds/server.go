@@ -18,6 +18,7 @@ import (
 	"sync"
 	"time"
 
+	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
@@ -117,7 +118,20 @@ type Server struct {
 	}
 }
 
-// nodeState is the record of one node id. Records survive disconnects.
+// nodeKey identifies a node record and its snapshot in the cache: zone and
+// id together. Nodes choose their ids, and a principal allowed one zone
+// must not take over a node of another zone (replace its stream, overwrite
+// its record and snapshot) by naming that node's id.
+func nodeKey(info xdsapi.NodeInfo) string { return info.Zone + "\x00" + info.ID }
+
+// zoneIDHash keys go-control-plane's snapshot cache by nodeKey.
+type zoneIDHash struct{}
+
+// ID returns the cache key of n.
+func (zoneIDHash) ID(n *core.Node) string { return nodeKey(xdsapi.NodeInfoFrom(n)) }
+
+// nodeState is the record of one node (zone and id). Records survive
+// disconnects.
 type nodeState struct {
 	// pub orders Build results per node: the publisher holds it while it
 	// checks revisions and calls SetSnapshot. Never held with Server.mu
@@ -178,7 +192,7 @@ func New(opts Options) (*Server, error) {
 	s.mu.streams = make(map[int64]*streamState)
 	s.mu.changed = make(chan struct{})
 	libLog := logAdapter{l: opts.Logger.Named("go-control-plane")}
-	s.cache = cache.NewSnapshotCache(true, cache.IDHash{}, libLog)
+	s.cache = cache.NewSnapshotCache(true, zoneIDHash{}, libLog)
 	s.xds = serverv3.NewServer(ctx, s.cache, callbacks{s: s}, sotw.WithOrderedADS(), sotw.WithLogger(libLog))
 	return s, nil
 }
@@ -299,7 +313,7 @@ func (s *Server) publish(info xdsapi.NodeInfo, snap *cache.Snapshot, rev uint64)
 	}
 
 	s.mu.Lock()
-	n, ok := s.mu.nodes[info.ID]
+	n, ok := s.mu.nodes[nodeKey(info)]
 	s.mu.Unlock()
 	if !ok {
 		return nil
@@ -316,7 +330,7 @@ func (s *Server) publish(info xdsapi.NodeInfo, snap *cache.Snapshot, rev uint64)
 		return nil
 	}
 	if !same {
-		if err := s.cache.SetSnapshot(s.ctx, info.ID, snap); err != nil {
+		if err := s.cache.SetSnapshot(s.ctx, nodeKey(info), snap); err != nil {
 			return fmt.Errorf("set snapshot %s: %w", version, err)
 		}
 		s.log.Debug("published snapshot", "node", info.ID, "zone", info.Zone, "version", version, "revision", rev)

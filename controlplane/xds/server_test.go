@@ -470,6 +470,40 @@ func TestSecondStreamReplacesFirst(t *testing.T) {
 	}
 }
 
+// TestSameIDInAnotherZoneDoesNotTakeOver: node ids are chosen by nodes. A
+// principal allowed zone b that names the id of a zone-a node must get a
+// node of its own, not replace the zone-a node's stream or record.
+func TestSameIDInAnotherZoneDoesNotTakeOver(t *testing.T) {
+	env := startServer(t)
+	env.auth.allow("n1", "b")
+	first := dial(t, env.addr, "tok-n1", false)
+	first.subscribe(node("n1", "a"))
+	va, set := first.recvSet()
+	first.ackAll(set)
+
+	other := dial(t, env.addr, "tok-n1", false)
+	other.subscribe(node("n1", "b"))
+	_, oset := other.recvSet()
+	other.ackAll(oset)
+	eventually(t, "two records of n1", func() bool { return len(env.srv.Nodes()) == 2 })
+
+	// The zone-a stream is still served: a change of zone a reaches it.
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	_, v2 := env.build.set("a", "g2")
+	if err := env.srv.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := first.recvSet(); got != v2 || got == va {
+		t.Fatalf("zone-a stream got version %s, want %s", got, v2)
+	}
+	for _, st := range env.srv.Nodes() {
+		if !st.Connected {
+			t.Fatalf("node %s in zone %s disconnected: %+v", st.ID, st.Zone, st)
+		}
+	}
+}
+
 func TestNodesSorted(t *testing.T) {
 	env := startServer(t)
 	for _, n := range []xdsapi.NodeInfo{node("n2", "b"), node("n3", "a"), node("n1", "a")} {
