@@ -118,7 +118,12 @@ func TestNodeWithAWildcardAddressIsRefused(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	defer func() {
+		cancel()
+		if err := <-done; !errors.Is(err, context.Canceled) {
+			t.Errorf("Run = %v", err)
+		}
+	}()
 	deadline := time.Now().Add(20 * time.Second)
 	for !strings.Contains(c.Status().LastError, "is not an IP address or a host name") {
 		if time.Now().After(deadline) {

@@ -37,77 +37,11 @@ import (
 
 const waitFor = 10 * time.Second
 
-// testResources builds a small synthetic resource set: one listener, its
-// cluster and assignment, one database secret. gen varies the content.
-func testResources(zone, gen string) map[resource.Type][]types.Resource {
-	return map[resource.Type][]types.Resource{
-		resource.ClusterType: {&cluster.Cluster{
-			Name:                 "p1",
-			ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_EDS},
-			EdsClusterConfig: &cluster.Cluster_EdsClusterConfig{
-				EdsConfig: &core.ConfigSource{ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}}},
-			},
-			ConnectTimeout: durationpb.New(5 * time.Second),
-		}},
-		resource.EndpointType: {&endpoint.ClusterLoadAssignment{
-			ClusterName: "p1",
-			Endpoints: []*endpoint.LocalityLbEndpoints{{
-				Locality: &core.Locality{Zone: zone},
-				LbEndpoints: []*endpoint.LbEndpoint{{
-					HostIdentifier: &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{
-						Hostname: "db-" + gen,
-						Address: &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
-							Address: "127.0.0.1", PortSpecifier: &core.SocketAddress_PortValue{PortValue: 3306},
-						}}},
-					}},
-				}},
-			}},
-		}},
-		resource.ListenerType: {&listener.Listener{
-			Name:       "p1/default",
-			StatPrefix: gen,
-			Address: &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
-				Address: "0.0.0.0", PortSpecifier: &core.SocketAddress_PortValue{PortValue: 6033},
-			}}},
-		}},
-		resource.SecretType: {&tlsv3.Secret{
-			Name: "db/s1",
-			Type: &tlsv3.Secret_GenericSecret{GenericSecret: &tlsv3.GenericSecret{
-				Secrets: map[string]*core.DataSource{
-					"username": {Specifier: &core.DataSource_InlineString{InlineString: "app"}},
-					"password": {Specifier: &core.DataSource_InlineString{InlineString: "pw-" + gen}},
-				},
-			}},
-		}},
-	}
-}
-
-// contentVersion hashes resources the way the translator does.
-func contentVersion(t testing.TB, res map[resource.Type][]types.Resource) string {
-	t.Helper()
-	keys := make([]string, 0, len(res))
-	for k := range res {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	h := sha256.New()
-	for _, k := range keys {
-		_, _ = io.WriteString(h, k)
-		for _, r := range res[k] {
-			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			h.Write(b)
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil)[:16])
-}
 
 func testSnapshot(t testing.TB, zone, gen string) (*cache.Snapshot, string) {
 	t.Helper()
-	res := testResources(zone, gen)
-	v := contentVersion(t, res)
+	res := xdstest.Resources(zone, gen)
+	v := xdstest.Version(t, res)
 	snap, err := cache.NewSnapshot(v, res)
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +118,7 @@ func (f *fakeBuild) Build(_ context.Context, node xdsapi.NodeInfo) (*cache.Snaps
 type fakeAuth struct {
 	mu struct {
 		sync.Mutex
-		zones map[string]string // node id → zone
+		zones map[string]string  // node id → zone
 		also  map[[2]string]bool // more (node id, zone) pairs allowed
 		calls map[string]int
 	}
