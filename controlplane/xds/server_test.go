@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
+	"github.com/dbproxy/dbproxy/internal/xdstest"
 )
 
 func TestMain(m *testing.M) {
@@ -586,7 +587,7 @@ func TestPublishChecksSnapshots(t *testing.T) {
 	c.ackAll(set)
 	info := node("n1", "a")
 
-	res := testResources("a", "x")
+	res := xdstest.Resources("a", "x")
 	delete(res, resource.ClusterType) // the assignment now has no cluster
 	inconsistent, _ := cache.NewSnapshot("v-x", res)
 	if err := env.srv.publish(info, inconsistent, 5); err == nil {
@@ -594,7 +595,7 @@ func TestPublishChecksSnapshots(t *testing.T) {
 	}
 
 	mixed := &cache.Snapshot{}
-	full := testResources("a", "y")
+	full := xdstest.Resources("a", "y")
 	mixed.Resources[types.Cluster] = cache.NewResources("v1", full[resource.ClusterType])
 	mixed.Resources[types.Endpoint] = cache.NewResources("v2", full[resource.EndpointType])
 	if err := env.srv.publish(info, mixed, 5); err == nil {

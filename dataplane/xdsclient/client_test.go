@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dbproxy/dbproxy/controlplane/xds"
+	"github.com/dbproxy/dbproxy/internal/xdstest"
 )
 
 func TestMain(m *testing.M) {
@@ -340,7 +341,7 @@ func TestCorruptCacheIgnored(t *testing.T) {
 	serverVersion := versionOf(t, "a", "g0")
 	cachedVersion := versionOf(t, "a", "cached")
 	cachedRes := map[string][]*anypbAny{}
-	for typ, list := range testResources("a", "cached") {
+	for typ, list := range xdstest.Resources("a", "cached") {
 		for _, r := range list {
 			a, err := anypbNew(r)
 			if err != nil {

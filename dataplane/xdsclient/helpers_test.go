@@ -3,25 +3,15 @@ package xdsclient
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"io"
 	"net"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
-	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	endpoint "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
-	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -29,82 +19,16 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
-	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/dbproxy/dbproxy/controlplane/xds"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
+	"github.com/dbproxy/dbproxy/internal/xdstest"
 )
 
 const waitFor = 10 * time.Second
 
-// testResources builds a small synthetic resource set: one listener, its
-// cluster and assignment, one database secret. gen varies the content.
-func testResources(zone, gen string) map[resource.Type][]types.Resource {
-	return map[resource.Type][]types.Resource{
-		resource.ClusterType: {&cluster.Cluster{
-			Name:                 "p1",
-			ClusterDiscoveryType: &cluster.Cluster_Type{Type: cluster.Cluster_EDS},
-			EdsClusterConfig: &cluster.Cluster_EdsClusterConfig{
-				EdsConfig: &core.ConfigSource{ConfigSourceSpecifier: &core.ConfigSource_Ads{Ads: &core.AggregatedConfigSource{}}},
-			},
-			ConnectTimeout: durationpb.New(5 * time.Second),
-		}},
-		resource.EndpointType: {&endpoint.ClusterLoadAssignment{
-			ClusterName: "p1",
-			Endpoints: []*endpoint.LocalityLbEndpoints{{
-				Locality: &core.Locality{Zone: zone},
-				LbEndpoints: []*endpoint.LbEndpoint{{
-					HostIdentifier: &endpoint.LbEndpoint_Endpoint{Endpoint: &endpoint.Endpoint{
-						Hostname: "db-" + gen,
-						Address: &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
-							Address: "127.0.0.1", PortSpecifier: &core.SocketAddress_PortValue{PortValue: 3306},
-						}}},
-					}},
-				}},
-			}},
-		}},
-		resource.ListenerType: {&listener.Listener{
-			Name:       "p1/default",
-			StatPrefix: gen,
-			Address: &core.Address{Address: &core.Address_SocketAddress{SocketAddress: &core.SocketAddress{
-				Address: "0.0.0.0", PortSpecifier: &core.SocketAddress_PortValue{PortValue: 6033},
-			}}},
-		}},
-		resource.SecretType: {&tlsv3.Secret{
-			Name: "db/s1",
-			Type: &tlsv3.Secret_GenericSecret{GenericSecret: &tlsv3.GenericSecret{
-				Secrets: map[string]*core.DataSource{
-					"username": {Specifier: &core.DataSource_InlineString{InlineString: "app"}},
-					"password": {Specifier: &core.DataSource_InlineString{InlineString: "pw-" + gen}},
-				},
-			}},
-		}},
-	}
-}
-
-func contentVersion(t testing.TB, res map[resource.Type][]types.Resource) string {
-	t.Helper()
-	keys := make([]string, 0, len(res))
-	for k := range res {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	h := sha256.New()
-	for _, k := range keys {
-		_, _ = io.WriteString(h, k)
-		for _, r := range res[k] {
-			b, err := proto.MarshalOptions{Deterministic: true}.Marshal(r)
-			if err != nil {
-				t.Fatal(err)
-			}
-			h.Write(b)
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil)[:16])
-}
-
 func versionOf(t testing.TB, zone, gen string) string {
-	return contentVersion(t, testResources(zone, gen))
+	return xdstest.Version(t, xdstest.Resources(zone, gen))
 }
 
 // fakeBuild serves one content generation per zone at a revision the test
@@ -147,8 +71,8 @@ func (f *fakeBuild) Build(_ context.Context, node xdsapi.NodeInfo) (*cache.Snaps
 	if !ok {
 		gen = "g0"
 	}
-	res := testResources(node.Zone, gen)
-	snap, err := cache.NewSnapshot(contentVersion(f.t, res), res)
+	res := xdstest.Resources(node.Zone, gen)
+	snap, err := cache.NewSnapshot(xdstest.Version(f.t, res), res)
 	return snap, f.mu.rev, err
 }
 
