@@ -366,37 +366,15 @@ func ReadState(ctx context.Context, st store.Store) (*model.State, error) {
 // writes them to root-credentials.json (mode 0600).
 func (s *Server) bootstrapRoot(ctx context.Context) error {
 	path := filepath.Join(s.opts.DataDir, RootCredentialsFile)
-	var key model.AccessKey
-	var have bool
-	_, err := s.store.Update(ctx, func(tx store.Tx) error {
-		if _, err := tx.Get(model.KindUser, api.RootUser); err == nil {
-			have = true
-			return nil
-		} else if !errors.Is(err, store.ErrNotFound) {
-			return err
-		}
-		var err error
-		if key, err = api.NewAccessKey(api.RootUser); err != nil {
-			return err
-		}
-		now := s.opts.Now().UTC()
-		meta := model.Meta{Revision: tx.Revision(), CreatedAt: now, UpdatedAt: now}
-		u, _ := json.Marshal(model.User{Name: api.RootUser, Path: "/", Meta: meta})
-		key.Meta = meta
-		k, _ := json.Marshal(key)
-		if err := tx.Put(model.KindUser, api.RootUser, u); err != nil {
-			return err
-		}
-		return tx.Put(model.KindAccessKey, key.ID, k)
-	})
-	if err != nil {
-		return fmt.Errorf("bootstrap the root user: %w", err)
-	}
 	caPath := filepath.Join(s.opts.DataDir, pki.CAFile)
 	if s.opts.TLSCertFile != "" {
 		// The API presents the operator's certificate: clients trust
 		// whatever issued it, not this CA.
 		caPath = ""
+	}
+	have, err := s.hasRoot(ctx)
+	if err != nil {
+		return fmt.Errorf("bootstrap the root user: %w", err)
 	}
 	if have {
 		b, err := os.ReadFile(path)
@@ -410,27 +388,98 @@ func (s *Server) bootstrapRoot(ctx context.Context) error {
 		// Addresses and certificates may differ from the last start.
 		s.root.Endpoint = "https://" + s.APIAddr()
 		s.root.CAFile = caPath
-	} else {
-		s.root = RootCredentials{AccessKeyID: key.ID, SecretAccessKey: key.SecretAccessKey, Region: s.opts.Region,
-			Endpoint: "https://" + s.APIAddr(), CAFile: caPath}
-		s.log.Info("created the root user and its access key", "access_key_id", key.ID, "credentials_file", path)
+		return s.writeRoot(path)
 	}
-	b, _ := json.MarshalIndent(s.root, "", "  ")
-	if err := writeFile0600(path, append(b, '\n')); err != nil {
+
+	key, err := api.NewAccessKey(api.RootUser)
+	if err != nil {
+		return fmt.Errorf("bootstrap the root user: %w", err)
+	}
+	s.root = RootCredentials{AccessKeyID: key.ID, SecretAccessKey: key.SecretAccessKey, Region: s.opts.Region,
+		Endpoint: "https://" + s.APIAddr(), CAFile: caPath}
+	// The file is written, durably, before the key is committed: a crash
+	// or a write error in between leaves at worst a file naming a key that
+	// does not exist (the next start makes another), never a root key
+	// whose secret nobody has.
+	if err := s.writeRoot(path); err != nil {
 		return err
+	}
+	_, err = s.store.Update(ctx, func(tx store.Tx) error {
+		now := s.opts.Now().UTC()
+		meta := model.Meta{Revision: tx.Revision(), CreatedAt: now, UpdatedAt: now}
+		u, _ := json.Marshal(model.User{Name: api.RootUser, Path: "/", Meta: meta})
+		key.Meta = meta
+		k, _ := json.Marshal(key)
+		if err := tx.Put(model.KindUser, api.RootUser, u); err != nil {
+			return err
+		}
+		return tx.Put(model.KindAccessKey, key.ID, k)
+	})
+	if err != nil {
+		return fmt.Errorf("bootstrap the root user: %w", err)
+	}
+	s.log.Info("created the root user and its access key", "access_key_id", key.ID, "credentials_file", path)
+	return nil
+}
+
+// hasRoot reports whether the root user exists.
+func (s *Server) hasRoot(ctx context.Context) (bool, error) {
+	var have bool
+	_, err := s.store.View(ctx, func(r store.Reader) error {
+		_, err := r.Get(model.KindUser, api.RootUser)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		have = err == nil
+		return err
+	})
+	return have, err
+}
+
+// writeRoot writes s.root to path.
+func (s *Server) writeRoot(path string) error {
+	b, _ := json.MarshalIndent(s.root, "", "  ")
+	return writeFile0600(path, append(b, '\n'))
+}
+
+// writeFile0600 replaces path with b durably: a temporary file (mode
+// 0600), fsync, rename, directory fsync.
+func writeFile0600(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	err = f.Chmod(0o600) // an older temporary file may have another mode
+	if err == nil {
+		_, err = f.Write(b)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(path))
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("write %s: %w", path, err)
 	}
 	return nil
 }
 
-func writeFile0600(path string, b []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
+	defer d.Close()
+	return d.Sync()
 }
 
 func (s *Server) lookupKey(ctx context.Context, id string) (string, error) {
