@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/dbproxy/dbproxy/controlplane"
@@ -56,4 +57,49 @@ func TestRootKeyIsNeverCommittedWithoutItsFile(t *testing.T) {
 	if err := c.Do(context.Background(), "GET", "/v1/identity", nil, &id); err != nil || id.User != "root" {
 		t.Fatalf("the root key from the file: %v, user %q", err, id.User)
 	}
+}
+
+// TestLostMasterKeyStopsTheStart: with the master key file gone, a fresh
+// key must not be generated over a store whose secrets were sealed with
+// the old one; the start fails with a clear error, leaves no new key file
+// behind, and succeeds once the old key is back.
+func TestLostMasterKeyStopsTheStart(t *testing.T) {
+	dir := t.TempDir()
+	opts := controlplane.Options{DataDir: dir, APIAddress: "127.0.0.1:0", XDSAddress: "127.0.0.1:0", Logger: mysqltest.TestLogger(t)}
+	s, err := controlplane.Start(context.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	keyPath := filepath.Join(dir, controlplane.MasterKeyFile)
+	key, err := os.ReadFile(keyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(keyPath); err != nil {
+		t.Fatal(err)
+	}
+
+	for range 2 { // and again: the first failure must not have "fixed" it
+		s, err = controlplane.Start(context.Background(), opts)
+		if err == nil {
+			s.Close()
+			t.Fatal("started over sealed secrets with a freshly generated master key")
+		}
+		if !strings.Contains(err.Error(), "master key") {
+			t.Fatalf("error does not name the master key: %v", err)
+		}
+		if _, serr := os.Stat(keyPath); !os.IsNotExist(serr) {
+			t.Fatalf("a new master key file was left behind: %v", serr)
+		}
+	}
+
+	if err := os.WriteFile(keyPath, key, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err = controlplane.Start(context.Background(), opts)
+	if err != nil {
+		t.Fatalf("start with the restored key: %v", err)
+	}
+	s.Close()
 }

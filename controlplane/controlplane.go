@@ -135,11 +135,11 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err := os.MkdirAll(opts.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
-	masterKey, created, err := seal.LoadOrCreateMasterKey(MasterKeyEnv, opts.MasterKeyFile)
+	masterKey, keyCreated, err := seal.LoadOrCreateMasterKey(MasterKeyEnv, opts.MasterKeyFile)
 	if err != nil {
 		return nil, err
 	}
-	if created {
+	if keyCreated {
 		log.Info("generated a master key", "path", opts.MasterKeyFile)
 	}
 	sealer, err := seal.New(derive(masterKey, "store"))
@@ -156,6 +156,14 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 			s.Close()
 		}
 	}()
+	if err = s.checkMasterKey(ctx); err != nil {
+		if keyCreated {
+			// A key made just now seals nothing yet; left in place it
+			// would be taken for the right one at the next start.
+			_ = os.Remove(opts.MasterKeyFile)
+		}
+		return nil, err
+	}
 	ca, created, err := pki.LoadOrCreate(opts.DataDir, derive(masterKey, "node-tls"), opts.Now())
 	if err != nil {
 		return nil, err
@@ -241,6 +249,30 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	}()
 	log.Info("control plane serving", "api", "https://"+s.APIAddr(), "xds", s.XDSAddr(), "data_dir", opts.DataDir, "revision", s.store.Revision())
 	return s, nil
+}
+
+// checkMasterKey opens every sealed object once, so that a master key that
+// is not the one the store was sealed with (a lost key file replaced by a
+// fresh one, another $DBPROXY_MASTER_KEY) stops the start with a clear
+// error instead of failing every request and sealing new secrets under a
+// second key.
+func (s *Server) checkMasterKey(ctx context.Context) error {
+	_, err := s.store.View(ctx, func(r store.Reader) error {
+		for _, kind := range model.SensitiveKinds {
+			if _, err := r.List(kind, ""); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if errors.Is(err, seal.ErrDecrypt) {
+		return fmt.Errorf("the master key (%s or $%s) does not open the secrets in %s: restore the key they were sealed with: %w",
+			s.opts.MasterKeyFile, MasterKeyEnv, filepath.Join(s.opts.DataDir, StateFile), err)
+	}
+	if err != nil {
+		return fmt.Errorf("read the store: %w", err)
+	}
+	return nil
 }
 
 // derive gives each use of the master key its own key.
