@@ -229,6 +229,10 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var e *Error
 	switch {
 	case errors.As(err, &e):
+	case errors.Is(err, store.ErrInvalidKey):
+		// Names in the path are validated only on PUT; a GET or DELETE
+		// of a name longer than the store can hold names nothing.
+		e = &Error{Status: http.StatusBadRequest, Code: "ValidationError", Message: "a name in the path is empty or too long"}
 	case errors.Is(err, store.ErrConflict):
 		e = &Error{Status: http.StatusPreconditionFailed, Code: "PreconditionFailed", Message: "the object changed since the revision given in If-Match"}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):

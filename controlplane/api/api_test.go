@@ -406,3 +406,17 @@ func TestAuthorization(t *testing.T) {
 		}
 	})
 }
+
+func TestOverlongPathNameIsABadRequest(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(e.root)
+	long := strings.Repeat("x", 40000) // more than the store's key limit
+	for _, path := range []string{"/v1/secrets/" + long, "/v1/iam/users/" + long, "/v1/proxies/p/targets/" + long} {
+		for _, method := range []string{"GET", "DELETE"} {
+			err := do(t, c, method, path, nil, nil)
+			if err == nil || err.Status != 400 || err.Code != "ValidationError" {
+				t.Fatalf("%s %.40s...: %v, want 400 ValidationError", method, path, err)
+			}
+		}
+	}
+}
