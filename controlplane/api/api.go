@@ -140,7 +140,11 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	p, aerr := a.authenticate(r, body)
 	if aerr != nil {
-		a.log.Info("request refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "code", aerr.Code)
+		if aerr.Status >= 500 {
+			a.log.Error("cannot authenticate the request", "method", r.Method, "path", r.URL.Path, "error", aerr.cause)
+		} else {
+			a.log.Info("request refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "code", aerr.Code)
+		}
 		writeError(rw, aerr)
 		return
 	}
@@ -177,6 +181,8 @@ type Error struct {
 	Field   string `json:"field,omitempty"`
 	// Fields lists every invalid field when there are several.
 	Fields model.FieldErrors `json:"fields,omitempty"`
+	// cause is the internal failure behind a 5xx, for the log only.
+	cause error
 }
 
 func (e *Error) Error() string { return e.Code + ": " + e.Message }
@@ -333,8 +339,14 @@ func authError(err error) *Error {
 		e.Code, e.Message = "RequestExpired", "the request's X-Amz-Date is outside the allowed window; check the client's clock"
 	case errors.Is(err, sigv4.ErrWrongService), errors.Is(err, sigv4.ErrWrongRegion):
 		e.Code, e.Message = "InvalidCredentialScope", err.Error()
-	default:
+	case errors.Is(err, sigv4.ErrMalformed):
 		e.Code, e.Message = "IncompleteSignature", "the request signature is malformed"
+	default:
+		// Not the request's fault (the store failed reading the key):
+		// saying the signature is malformed would send the caller
+		// looking in the wrong place.
+		e = errInternal()
+		e.cause = err
 	}
 	return e
 }

@@ -420,3 +420,17 @@ func TestOverlongPathNameIsABadRequest(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreFailureIsNotASignatureError: when the key cannot be read, the
+// caller is told the server failed, not that its signature is malformed.
+func TestStoreFailureIsNotASignatureError(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(e.root)
+	must(t, c, "GET", "/v1/identity", nil, nil)
+	if err := e.store.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := do(t, c, "GET", "/v1/identity", nil, nil); err == nil || err.Status != 500 || err.Code != "InternalError" {
+		t.Fatalf("request with the store closed: %v, want 500 InternalError", err)
+	}
+}
