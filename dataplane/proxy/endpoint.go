@@ -65,11 +65,16 @@ type Endpoint struct {
 	opts Options
 	log  hclog.Logger
 
-	wg        sync.WaitGroup
-	m         *endpointMetrics
-	seed      maphash.Seed
-	stopSweep chan struct{}
-	stopOnce  sync.Once
+	wg sync.WaitGroup
+	// closing ends when the endpoint closes: sessions waiting for a
+	// database connection stop waiting then instead of at the borrow
+	// timeout, so that Close does not hang.
+	closing     context.Context
+	cancelWaits context.CancelFunc
+	m           *endpointMetrics
+	seed        maphash.Seed
+	stopSweep   chan struct{}
+	stopOnce    sync.Once
 	// readOnly holds variables the server refused to set (read-only ones
 	// that session tracking still reports); they are not restored.
 	readOnly sync.Map
@@ -94,6 +99,7 @@ func NewEndpoint(opts Options) *Endpoint {
 	}
 	e := &Endpoint{opts: opts, log: opts.Logger.With("proxy", opts.Proxy.Name, "endpoint", opts.Endpoint.Name),
 		stopSweep: make(chan struct{}), seed: maphash.MakeSeed()}
+	e.closing, e.cancelWaits = context.WithCancel(context.Background())
 	e.mu.sessions = map[*clientConn]struct{}{}
 	if m := opts.Metrics; m != nil {
 		pn, en := opts.Proxy.Name, opts.Endpoint.Name
@@ -197,6 +203,7 @@ func (e *Endpoint) Close() {
 		s.raw.Close()
 	}
 	e.mu.Unlock()
+	e.cancelWaits()
 	e.wg.Wait()
 	e.stopOnce.Do(func() { close(e.stopSweep) })
 }

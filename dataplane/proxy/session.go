@@ -961,7 +961,7 @@ func (s *clientConn) borrow(key backend.Key) (*backend.Conn, *mysql.SQLError) {
 	p := s.ep.opts.Proxy
 	var be *backend.Conn
 	timeout := p.Pool.ConnectionBorrowTimeout.D()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(s.ep.closing, timeout)
 	defer cancel()
 	for attempt := 0; be == nil; attempt++ {
 		t, err := s.ep.opts.Router.Pick(ctx, s.role)
