@@ -1,0 +1,46 @@
+package healthreport
+
+import (
+	"github.com/dbproxy/dbproxy/dataplane/config"
+	"github.com/dbproxy/dbproxy/dataplane/node"
+)
+
+// FromNode builds a Snapshot func from a node: every proxy the node serves
+// with its targets' last health check (Target.Health) and role
+// (Target.Role). A target of role AUTO that the node never reached has no
+// discovered role yet (""), rather than the WRITER it would default to.
+func FromNode(n *node.Node) func() []ProxyHealth {
+	return func() []ProxyHealth {
+		cfg := n.Config()
+		if cfg == nil {
+			return nil
+		}
+		var out []ProxyHealth
+		for _, p := range cfg.Proxies {
+			targets := n.Targets(p.Name)
+			if len(targets) == 0 {
+				// Not served in this node's zone.
+				continue
+			}
+			ph := ProxyHealth{Proxy: p.Name, Targets: make([]TargetHealth, 0, len(targets))}
+			for _, t := range targets {
+				c, h := t.Config(), t.Health()
+				th := TargetHealth{Name: c.Name, Host: c.Host, Port: c.Port, Zone: c.Zone, Healthy: h.Healthy}
+				switch {
+				case h.CheckedAt.IsZero():
+					th.Unchecked = true
+				case !h.Healthy:
+					th.Reason = h.LastError
+				}
+				// Version is set by the first successful check and kept
+				// after failures: it says read_only was seen.
+				if c.Role == config.RoleWriter || c.Role == config.RoleReader || h.Version != "" {
+					th.Role = t.Role()
+				}
+				ph.Targets = append(ph.Targets, th)
+			}
+			out = append(out, ph)
+		}
+		return out
+	}
+}
