@@ -237,7 +237,7 @@ func (s *Service) record(id uint64, info xdsapi.NodeInfo, resp *hds.EndpointHeal
 	if skipped > 0 {
 		s.log.Warn("ignoring malformed entries of a health report", "node", info.ID, "entries", skipped)
 	}
-	if len(resp.GetEndpointsHealth()) > 0 {
+	if len(resp.GetEndpointsHealth()) > 0 { //nolint:staticcheck // read only to say it is ignored
 		s.log.Warn("ignoring the deprecated flat endpoints_health list of a health report", "node", info.ID)
 	}
 	s.mu.Lock()

@@ -334,8 +334,13 @@ func (r *Reporter) session(ctx context.Context) (got bool, err error) {
 			interval = specInterval(spec)
 			if !got {
 				got = true
+				// A renewed stream follows a connected one: no news.
+				log := r.log.Debug
+				if !r.Status().Connected {
+					log = r.log.Info
+				}
 				r.setStatus(func(st *Status) { st.Connected, st.LastError = true, "" })
-				r.log.Info("reporting target health to the control plane", "target", r.opts.Target, "node", r.opts.Node.ID, "zone", r.opts.Node.Zone, "interval", interval)
+				log("reporting target health to the control plane", "target", r.opts.Target, "node", r.opts.Node.ID, "zone", r.opts.Node.Zone, "interval", interval)
 			}
 			if err := s.report(ctx); err != nil {
 				return got, err
