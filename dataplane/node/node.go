@@ -122,17 +122,20 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err := n.tls.update(cfg.Node.TLS); err != nil {
+	undoTLS, err := n.tls.update(cfg.Node.TLS)
+	if err != nil {
 		return err
 	}
 	if n.mu.admin == nil && cfg.Node.AdminAddress != "" {
 		if err := n.startAdminLocked(cfg.Node.AdminAddress); err != nil {
+			undoTLS()
 			return err
 		}
 	}
 	next := map[string]*runningProxy{}
 	var started, replaced []*runningProxy
 	fail := func(err error) error {
+		undoTLS()
 		// Undo: stop what this call started and bring back what it
 		// replaced, from the running configuration.
 		for _, p := range started {

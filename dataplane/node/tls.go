@@ -42,17 +42,23 @@ func newNodeTLS() *nodeTLS {
 
 // update loads the certificate c names when it differs from the current
 // source. Until a certificate is configured, a self-signed one is used.
-func (t *nodeTLS) update(c config.TLS) error {
+// undo puts the previous certificate back, for an Apply that fails after
+// the update: a rejected configuration must leave the node as it was.
+func (t *nodeTLS) update(c config.TLS) (undo func(), err error) {
 	if t.loaded && t.source == c {
-		return nil
+		return func() {}, nil
 	}
 	cert, err := loadCert(c)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	prevCert, prevSource, prevLoaded := t.cert.Load(), t.source, t.loaded
 	t.cert.Store(&cert)
 	t.source, t.loaded = c, true
-	return nil
+	return func() {
+		t.cert.Store(prevCert)
+		t.source, t.loaded = prevSource, prevLoaded
+	}, nil
 }
 
 // loadCert loads the configured certificate (inline PEM, as the control
