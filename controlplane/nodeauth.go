@@ -14,6 +14,7 @@ import (
 
 	"github.com/dbproxy/dbproxy/controlplane/api"
 	"github.com/dbproxy/dbproxy/controlplane/iam"
+	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/controlplane/pki"
 	"github.com/dbproxy/dbproxy/controlplane/store"
 	"github.com/dbproxy/dbproxy/controlplane/xds"
@@ -95,6 +96,11 @@ func (a *nodeAuthorizer) Authorize(ctx context.Context, md metadata.MD, node xds
 	}
 	if node.Zone == "" {
 		return status.Error(codes.InvalidArgument, "the node names no zone (node.locality.zone)")
+	}
+	if !model.ValidZone(node.Zone) {
+		// No proxy can list such a zone: the node would get an empty
+		// configuration and never know why.
+		return status.Errorf(codes.InvalidArgument, "the node's zone %q is not a valid zone name (lower-case letters, digits and hyphens)", node.Zone)
 	}
 	if node.Address != "" && !pki.ValidNodeAddress(node.Address) {
 		// The control plane issues the node a certificate for this

@@ -317,5 +317,8 @@ func AsFieldErrors(err error) (FieldErrors, bool) {
 	return nil, false
 }
 
+// ValidZone reports whether z is a well-formed zone name.
+func ValidZone(z string) bool { return zoneRE.MatchString(z) }
+
 // HasZone reports whether zones contains z.
 func HasZone(zones []string, z string) bool { return slices.Contains(zones, z) }
