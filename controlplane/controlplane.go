@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 
 	"github.com/dbproxy/dbproxy/controlplane/api"
+	"github.com/dbproxy/dbproxy/controlplane/health"
 	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/controlplane/pki"
 	"github.com/dbproxy/dbproxy/controlplane/store"
@@ -89,6 +90,7 @@ type Server struct {
 	store   store.Store
 	ca      *pki.CA
 	xds     *xds.Server
+	health  *health.Service
 	apiLn   net.Listener
 	xdsLn   net.Listener
 	http    *http.Server
@@ -197,18 +199,27 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	}
 
 	verifier := &sigv4.Verifier{Lookup: s.lookupKey, Region: opts.Region, Now: opts.Now}
+	nodeAuth := &nodeAuthorizer{verifier: verifier, store: s.store, log: log.Named("nodeauth"), now: opts.Now}
 	s.xds, err = xds.New(xds.Options{
 		Logger:     log.Named("xds"),
-		Authorizer: &nodeAuthorizer{verifier: verifier, store: s.store, log: log.Named("nodeauth"), now: opts.Now},
+		Authorizer: nodeAuth,
 		Build:      s.build,
 		Now:        opts.Now,
 	})
 	if err != nil {
 		return nil, err
 	}
+	s.health, err = health.New(health.Options{Authorizer: nodeAuth, Logger: log.Named("hds"), Now: opts.Now})
+	if err != nil {
+		return nil, err
+	}
 	handler, err := api.New(api.Options{
 		Store: s.store, Fleet: fleet{s.xds}, Logger: log.Named("api"), Region: opts.Region,
 		Now: opts.Now, PortMin: opts.PortMin, PortMax: opts.PortMax,
+		TargetHealth: func(proxy, target string) (string, string) {
+			th := s.health.TargetHealth(proxy, target)
+			return th.Health, th.Role
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -227,6 +238,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
 	s.xds.Register(s.grpc)
+	s.health.Register(s.grpc)
 
 	runCtx, stop := context.WithCancel(context.Background())
 	s.stop = stop
@@ -548,6 +560,9 @@ func (s *Server) Close() {
 		}
 		if s.xds != nil {
 			s.xds.Close()
+		}
+		if s.health != nil {
+			s.health.Close()
 		}
 		if s.grpc != nil {
 			// Streams are endless; cut them after a short grace.

@@ -112,6 +112,20 @@ func TestFleetServesThroughEveryZone(t *testing.T) {
 		}
 	}
 
+	// The nodes report the target's health back (HDS); the API shows it.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var tg model.Target
+		f.cp.Do("GET", "/v1/proxies/main/targets/db1", nil, &tg)
+		if tg.Health == "AVAILABLE" && tg.DiscoveredRole == "WRITER" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("target db1: health %q, discovered role %q; want AVAILABLE, WRITER", tg.Health, tg.DiscoveredRole)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
 	// The API reports the nodes and the proxy's addresses.
 	var got model.Proxy
 	f.cp.Do("GET", "/v1/proxies/main", nil, &got)

@@ -69,6 +69,10 @@ type Nack struct {
 type Options struct {
 	Store  store.Store
 	Fleet  Fleet
+	// TargetHealth returns what the nodes report about a target: its
+	// health (AVAILABLE, UNAVAILABLE, DEGRADED, UNKNOWN) and the role they
+	// discovered. Nil reports UNKNOWN.
+	TargetHealth func(proxy, target string) (health, role string)
 	Logger hclog.Logger
 	// Region is the SigV4 region requests must be signed for.
 	Region string

@@ -92,8 +92,10 @@ func (a *API) routes() {
 		check:   func(v *model.Target) error { v.Normalize(); return v.Validate() },
 		prepare: prepareTarget,
 		show: func(_ context.Context, v *model.Target) {
-			// Nodes do not report target health to the control plane yet.
 			v.Health, v.DiscoveredRole = "UNKNOWN", ""
+			if a.opts.TargetHealth != nil {
+				v.Health, v.DiscoveredRole = a.opts.TargetHealth(v.Proxy, v.Name)
+			}
 		},
 		what: func(r *http.Request) string {
 			return fmt.Sprintf("target %q of proxy %q", r.PathValue("name"), r.PathValue("proxy"))

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/dbproxy/dbproxy/dataplane/config"
+	"github.com/dbproxy/dbproxy/dataplane/healthreport"
 	"github.com/dbproxy/dbproxy/dataplane/node"
 	"github.com/dbproxy/dbproxy/dataplane/xdsclient"
 	"github.com/dbproxy/dbproxy/dataplane/xdsconfig"
@@ -93,6 +94,7 @@ type Node struct {
 	log    hclog.Logger
 	node   *node.Node
 	client *xdsclient.Client
+	health *healthreport.Reporter
 }
 
 // New builds a managed node; Run serves it.
@@ -145,15 +147,25 @@ func New(opts Options) (*Node, error) {
 		}
 		cacheFile = filepath.Join(opts.CacheDir, "config-"+url.PathEscape(opts.NodeID)+".bin")
 	}
+	info := xdsapi.NodeInfo{ID: opts.NodeID, Zone: opts.Zone, Address: opts.Address, ListenHost: opts.ListenHost}
 	m.client, err = xdsclient.New(xdsclient.Options{
 		Target:    opts.ControlPlane,
 		TLS:       tlsCfg,
-		Node:      xdsapi.NodeInfo{ID: opts.NodeID, Zone: opts.Zone, Address: opts.Address, ListenHost: opts.ListenHost},
+		Node:      info,
 		Token:     m.token,
 		Apply:     m.apply,
 		CacheFile: cacheFile,
 		CacheKey:  cacheKey(opts.Credentials.SecretAccessKey),
 		Logger:    opts.Logger.Named("xds"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	// Target health goes back to the control plane over HDS, on the same
+	// address and with the same token, so that the API can show it.
+	m.health, err = healthreport.New(healthreport.Options{
+		Target: opts.ControlPlane, TLS: tlsCfg, Node: info, Token: m.token,
+		Snapshot: healthreport.FromNode(n), Logger: opts.Logger.Named("hds"), Now: opts.Now,
 	})
 	if err != nil {
 		return nil, err
@@ -197,7 +209,15 @@ func (m *Node) apply(ctx context.Context, version string, res map[string][]*anyp
 
 // Run serves until ctx ends, then drains clients for up to drain.
 func (m *Node) Run(ctx context.Context, drain time.Duration) error {
+	reported := make(chan struct{})
+	go func() {
+		defer close(reported)
+		// It returns when ctx ends; its failures are in its log and
+		// Status.
+		_ = m.health.Run(ctx)
+	}()
 	err := m.client.Run(ctx)
+	<-reported
 	dctx, cancel := context.WithTimeout(context.Background(), drain)
 	defer cancel()
 	m.node.Close(dctx)
