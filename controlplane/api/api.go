@@ -67,13 +67,13 @@ type Nack struct {
 
 // Options configure the API.
 type Options struct {
-	Store  store.Store
-	Fleet  Fleet
+	Store store.Store
+	Fleet Fleet
 	// TargetHealth returns what the nodes report about a target: its
 	// health (AVAILABLE, UNAVAILABLE, DEGRADED, UNKNOWN) and the role they
 	// discovered. Nil reports UNKNOWN.
 	TargetHealth func(proxy, target string) (health, role string)
-	Logger hclog.Logger
+	Logger       hclog.Logger
 	// Region is the SigV4 region requests must be signed for.
 	Region string
 	// Now is the clock (default time.Now).
