@@ -21,6 +21,7 @@ import (
 	"github.com/dbproxy/dbproxy/dataplane/backend"
 	"github.com/dbproxy/dbproxy/dataplane/config"
 	"github.com/dbproxy/dbproxy/dataplane/mysql"
+	"github.com/dbproxy/dbproxy/dataplane/node"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
 	"github.com/dbproxy/dbproxy/internal/nodetest"
 )
@@ -942,5 +943,37 @@ func TestCloseDoesNotWaitForBorrows(t *testing.T) {
 	}
 	if err := <-queried; err == nil {
 		t.Fatal("the query succeeded with the server stopped")
+	}
+}
+
+// TestCloseRightAfterApply: closing a node before its endpoints' accept
+// loops have started still closes their listeners (they used to keep
+// accepting forever).
+func TestCloseRightAfterApply(t *testing.T) {
+	for i := range 30 {
+		n, err := node.New(node.Options{Logger: mysqltest.TestLogger(t)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := &config.Config{
+			Secrets: []config.Secret{{Name: "s", Username: "u", Password: "p"}},
+			Proxies: []config.Proxy{{
+				Name: "p", Auth: []config.Auth{{Secret: "s"}},
+				Endpoints: []config.Endpoint{{Name: "e", Address: "127.0.0.1:0"}},
+				Targets:   []config.Target{{Host: "127.0.0.1", Port: 1}},
+			}},
+		}
+		cfg.ApplyDefaults()
+		if err := n.Apply(t.Context(), cfg); err != nil {
+			t.Fatal(err)
+		}
+		addr, _ := n.Addr("p", "e")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		n.Close(ctx)
+		cancel()
+		if c, err := net.DialTimeout("tcp", addr, time.Second); err == nil {
+			c.Close()
+			t.Fatalf("round %d: %s still accepts connections after Close", i, addr)
+		}
 	}
 }

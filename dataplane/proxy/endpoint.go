@@ -83,6 +83,9 @@ type Endpoint struct {
 		ln       net.Listener
 		sessions map[*clientConn]struct{}
 		closed   bool
+		// draining is set by Drain: a Serve that starts later does not
+		// accept.
+		draining bool
 	}
 }
 
@@ -128,8 +131,11 @@ type endpointMetrics struct {
 // Serve accepts connections on ln until Close.
 func (e *Endpoint) Serve(ln net.Listener) error {
 	e.mu.Lock()
-	if e.mu.closed {
+	if e.mu.closed || e.mu.draining {
+		// Drained or closed before Serve started: the listener is
+		// this endpoint's to close.
 		e.mu.Unlock()
+		ln.Close()
 		return net.ErrClosed
 	}
 	e.mu.ln = ln
@@ -212,6 +218,7 @@ func (e *Endpoint) Close() {
 // the rest.
 func (e *Endpoint) Drain(ctx context.Context) {
 	e.mu.Lock()
+	e.mu.draining = true
 	if e.mu.ln != nil {
 		e.mu.ln.Close()
 	}
