@@ -229,6 +229,9 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		Handler:           handler,
 		TLSConfig:         tlsCfg,
 		ReadHeaderTimeout: 10 * time.Second,
+		// Bodies are read before the signature is checked: bound how
+		// long an unauthenticated client may take to send one.
+		ReadTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}

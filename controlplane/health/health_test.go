@@ -165,7 +165,7 @@ func TestStaleReport(t *testing.T) {
 		eventually(t, "stream closed", func() bool {
 			env.svc.mu.Lock()
 			defer env.svc.mu.Unlock()
-			n := env.svc.mu.nodes["n1"]
+			n := env.svc.mu.nodes[nodeInfo("n1", "a").Key()]
 			return n != nil && n.stream == 0
 		})
 		// Still fresh: a node that just reconnects keeps counting.
@@ -431,5 +431,19 @@ func TestWireFormat(t *testing.T) {
 	}
 	if len(got) != len(want)+1 {
 		t.Errorf("decoded %d targets, want %d", len(got), len(want)+1)
+	}
+}
+
+// TestSameIDOtherZone: a node of zone b that names a zone-a node's id gets
+// its own record; it does not replace the zone-a node's report.
+func TestSameIDOtherZone(t *testing.T) {
+	env := startService(t)
+	env.auth.allow("n1", "b")
+	startReporter(t, env, nodeInfo("n1", "a"), newSnapshot(proxy("app", writer("db1", true))).get, nil)
+	eventually(t, "zone a's report", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
+	startReporter(t, env, nodeInfo("n1", "b"), newSnapshot(proxy("app", writer("db1", false))).get, nil)
+	eventually(t, "both reports", func() bool { return len(env.svc.TargetHealth("app", "db1").Reports) == 2 })
+	if got := env.svc.TargetHealth("app", "db1").Health; got != HealthDegraded {
+		t.Fatalf("health with one healthy and one unhealthy report: %s, want DEGRADED", got)
 	}
 }

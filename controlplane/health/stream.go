@@ -174,11 +174,11 @@ func (s *Service) bind(id uint64, info xdsapi.NodeInfo) error {
 	if s.mu.closed {
 		return errShuttingDown
 	}
-	n, ok := s.mu.nodes[info.ID]
+	n, ok := s.mu.nodes[info.Key()]
 	if !ok || n.info != info {
 		// A node id that comes back with another identity starts afresh.
 		n = &nodeRecord{}
-		s.mu.nodes[info.ID] = n
+		s.mu.nodes[info.Key()] = n
 	}
 	if n.stream != 0 {
 		s.log.Info("node opened a new health stream; the old one ends at its next message", "node", info.ID)
@@ -201,7 +201,7 @@ func (s *Service) currentLocked(id uint64, info xdsapi.NodeInfo) (*nodeRecord, e
 	if s.mu.closed {
 		return nil, errShuttingDown
 	}
-	n, ok := s.mu.nodes[info.ID]
+	n, ok := s.mu.nodes[info.Key()]
 	if !ok || n.stream != id {
 		return nil, errReplaced
 	}
@@ -214,7 +214,7 @@ func (s *Service) closeStream(id uint64, info xdsapi.NodeInfo) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	if n, ok := s.mu.nodes[info.ID]; ok && n.stream == id {
+	if n, ok := s.mu.nodes[info.Key()]; ok && n.stream == id {
 		n.stream = 0
 		n.disconnectedAt = now
 		s.log.Debug("node health stream closed", "node", info.ID, "zone", info.Zone)
@@ -226,8 +226,8 @@ func (s *Service) closeStream(id uint64, info xdsapi.NodeInfo) {
 func (s *Service) drop(id uint64, info xdsapi.NodeInfo) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if n, ok := s.mu.nodes[info.ID]; ok && n.stream == id {
-		delete(s.mu.nodes, info.ID)
+	if n, ok := s.mu.nodes[info.Key()]; ok && n.stream == id {
+		delete(s.mu.nodes, info.Key())
 	}
 }
 

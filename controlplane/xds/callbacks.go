@@ -155,7 +155,7 @@ func (s *Server) closeStream(id int64) {
 	if !st.bound {
 		return
 	}
-	if n, ok := s.mu.nodes[nodeKey(st.node)]; ok && n.stream == id {
+	if n, ok := s.mu.nodes[st.node.Key()]; ok && n.stream == id {
 		n.stream = 0
 		n.lastSeen = s.now()
 		s.log.Info("node disconnected", "node", n.info.ID, "zone", n.info.Zone)
@@ -241,16 +241,16 @@ func (s *Server) onRequest(id int64, r request) (rejected string, err error) {
 // the node record and the stream it replaced, if any.
 func (s *Server) bindLocked(st *streamState, info xdsapi.NodeInfo, now time.Time) (*nodeState, *streamState, error) {
 	if st.bound {
-		n := s.mu.nodes[nodeKey(info)]
+		n := s.mu.nodes[info.Key()]
 		if n == nil || n.stream != st.id {
 			return nil, nil, status.Error(codes.Aborted, errReplaced.Error())
 		}
 		return n, nil, nil
 	}
-	n, ok := s.mu.nodes[nodeKey(info)]
+	n, ok := s.mu.nodes[info.Key()]
 	if !ok {
 		n = &nodeState{}
-		s.mu.nodes[nodeKey(info)] = n
+		s.mu.nodes[info.Key()] = n
 	}
 	var replaced *streamState
 	if n.stream != 0 && n.stream != st.id {

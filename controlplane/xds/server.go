@@ -64,7 +64,13 @@ type Options struct {
 	Build BuildFunc
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// ForgetAfter drops the record of a node disconnected this long
+	// (default 1h), so that churning node ids do not pile up.
+	ForgetAfter time.Duration
 }
+
+// DefaultForgetAfter is the default of Options.ForgetAfter.
+const DefaultForgetAfter = time.Hour
 
 // Errors the server returns; test them with errors.Is.
 var (
@@ -95,6 +101,8 @@ type Server struct {
 	auth  Authorizer
 	build BuildFunc
 	now   func() time.Time
+	// forgetAfter is Options.ForgetAfter.
+	forgetAfter time.Duration
 
 	cache cache.SnapshotCache
 	xds   serverv3.Server
@@ -118,17 +126,11 @@ type Server struct {
 	}
 }
 
-// nodeKey identifies a node record and its snapshot in the cache: zone and
-// id together. Nodes choose their ids, and a principal allowed one zone
-// must not take over a node of another zone (replace its stream, overwrite
-// its record and snapshot) by naming that node's id.
-func nodeKey(info xdsapi.NodeInfo) string { return info.Zone + "\x00" + info.ID }
-
 // zoneIDHash keys go-control-plane's snapshot cache by nodeKey.
 type zoneIDHash struct{}
 
 // ID returns the cache key of n.
-func (zoneIDHash) ID(n *core.Node) string { return nodeKey(xdsapi.NodeInfoFrom(n)) }
+func (zoneIDHash) ID(n *core.Node) string { return xdsapi.NodeInfoFrom(n).Key() }
 
 // nodeState is the record of one node (zone and id). Records survive
 // disconnects.
@@ -178,15 +180,19 @@ func New(opts Options) (*Server, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.ForgetAfter <= 0 {
+		opts.ForgetAfter = DefaultForgetAfter
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
-		log:        opts.Logger,
-		auth:       opts.Authorizer,
-		build:      opts.Build,
-		now:        opts.Now,
-		ctx:        ctx,
-		cancel:     cancel,
-		refreshSem: make(chan struct{}, 1),
+		log:         opts.Logger,
+		auth:        opts.Authorizer,
+		build:       opts.Build,
+		now:         opts.Now,
+		forgetAfter: opts.ForgetAfter,
+		ctx:         ctx,
+		cancel:      cancel,
+		refreshSem:  make(chan struct{}, 1),
 	}
 	s.mu.nodes = make(map[string]*nodeState)
 	s.mu.streams = make(map[int64]*streamState)
@@ -243,9 +249,19 @@ func (s *Server) Refresh(ctx context.Context) error {
 		s.mu.Unlock()
 		return ErrClosed
 	}
+	// Only connected nodes are rebuilt: a node that reconnects gets a
+	// fresh build on its first request. Long-gone nodes are forgotten.
 	infos := make([]xdsapi.NodeInfo, 0, len(s.mu.nodes))
-	for _, n := range s.mu.nodes {
-		infos = append(infos, n.info)
+	forget := s.now().Add(-s.forgetAfter)
+	for key, n := range s.mu.nodes {
+		switch {
+		case n.stream != 0:
+			infos = append(infos, n.info)
+		case n.lastSeen.Before(forget):
+			delete(s.mu.nodes, key)
+			s.cache.ClearSnapshot(key)
+			s.log.Info("forgetting a node disconnected since "+n.lastSeen.Format(time.RFC3339), "node", n.info.ID, "zone", n.info.Zone)
+		}
 	}
 	s.mu.Unlock()
 	sort.Slice(infos, func(i, j int) bool { return infos[i].ID < infos[j].ID })
@@ -313,7 +329,7 @@ func (s *Server) publish(info xdsapi.NodeInfo, snap *cache.Snapshot, rev uint64)
 	}
 
 	s.mu.Lock()
-	n, ok := s.mu.nodes[nodeKey(info)]
+	n, ok := s.mu.nodes[info.Key()]
 	s.mu.Unlock()
 	if !ok {
 		return nil
@@ -330,7 +346,7 @@ func (s *Server) publish(info xdsapi.NodeInfo, snap *cache.Snapshot, rev uint64)
 		return nil
 	}
 	if !same {
-		if err := s.cache.SetSnapshot(s.ctx, nodeKey(info), snap); err != nil {
+		if err := s.cache.SetSnapshot(s.ctx, info.Key(), snap); err != nil {
 			return fmt.Errorf("set snapshot %s: %w", version, err)
 		}
 		s.log.Debug("published snapshot", "node", info.ID, "zone", info.Zone, "version", version, "revision", rev)

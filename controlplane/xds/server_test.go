@@ -654,3 +654,38 @@ func TestCloseEndsStreams(t *testing.T) {
 	_ = c2.sotw.Send(&discovery.DiscoveryRequest{Node: node("n1", "a").Proto(), TypeUrl: resource.ClusterType})
 	c2.wantCode(codes.Unavailable)
 }
+
+func TestDisconnectedNodesAreForgotten(t *testing.T) {
+	env := startServer(t)
+	c := dial(t, env.addr, "tok-n1", false)
+	c.subscribe(node("n1", "a"))
+	c.recvSet()
+	c.cancel()
+	eventually(t, "n1 disconnected", func() bool {
+		ns := env.srv.Nodes()
+		return len(ns) == 1 && !ns[0].Connected
+	})
+	// Within ForgetAfter the record stays (and is not rebuilt).
+	if err := env.srv.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(env.srv.Nodes()) != 1 {
+		t.Fatal("a node disconnected a moment ago was forgotten")
+	}
+	env.clock.mu.Lock()
+	env.clock.mu.now = env.clock.mu.now.Add(DefaultForgetAfter + time.Minute)
+	env.clock.mu.Unlock()
+	if err := env.srv.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if ns := env.srv.Nodes(); len(ns) != 0 {
+		t.Fatalf("a node gone for over ForgetAfter is still listed: %+v", ns)
+	}
+	// It comes back as a new node.
+	c2 := dial(t, env.addr, "tok-n1", false)
+	c2.subscribe(node("n1", "a"))
+	c2.recvSet()
+	if ns := env.srv.Nodes(); len(ns) != 1 || !ns[0].Connected {
+		t.Fatalf("reconnected node: %+v", ns)
+	}
+}

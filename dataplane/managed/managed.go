@@ -145,7 +145,10 @@ func New(opts Options) (*Node, error) {
 		if err := os.MkdirAll(opts.CacheDir, 0o700); err != nil {
 			return nil, fmt.Errorf("create cache directory: %w", err)
 		}
-		cacheFile = filepath.Join(opts.CacheDir, "config-"+url.PathEscape(opts.NodeID)+".bin")
+		// One file per zone and id: a node restarted under another zone
+		// while the control plane is down must not serve the old zone's
+		// configuration.
+		cacheFile = filepath.Join(opts.CacheDir, "config-"+url.PathEscape(opts.Zone)+"-"+url.PathEscape(opts.NodeID)+".bin")
 	}
 	info := xdsapi.NodeInfo{ID: opts.NodeID, Zone: opts.Zone, Address: opts.Address, ListenHost: opts.ListenHost}
 	m.client, err = xdsclient.New(xdsclient.Options{

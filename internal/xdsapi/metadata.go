@@ -52,3 +52,8 @@ func NodeInfoFrom(n *core.Node) NodeInfo {
 		ListenHost: fields[nodeMetadataListenHost].GetStringValue(),
 	}
 }
+
+// Key identifies a node in the control plane's records: its zone and id
+// together, because nodes choose their ids and a key allowed one zone must
+// not be able to displace a node of another zone by naming its id.
+func (n NodeInfo) Key() string { return n.Zone + "\x00" + n.ID }
