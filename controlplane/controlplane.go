@@ -232,8 +232,8 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		// Bodies are read before the signature is checked: bound how
 		// long an unauthenticated client may take to send one.
 		ReadTimeout: 30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		ErrorLog:          log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
+		IdleTimeout: 2 * time.Minute,
+		ErrorLog:    log.Named("http").StandardLogger(&hclog.StandardLoggerOptions{InferLevels: true}),
 	}
 	s.grpc = grpc.NewServer(
 		grpc.Creds(credentials.NewTLS(tlsCfg.Clone())),
