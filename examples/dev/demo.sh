@@ -119,5 +119,13 @@ api GET "/v1/rollout?revision=$rev&wait=60s" | grep -q '"complete": true' || die
 mariadb --no-defaults -h 127.0.3.1 -P "$port" -uapp -p"$db_password" --ssl --ssl-ca="$ca" app --table \
 	-e "SELECT @@session.wait_timeout AS wait_timeout_from_init_query"
 
+say "The target's health as the nodes report it (GET /v1/proxies/main/targets/db1)"
+for ((i = 0; i < 100; i++)); do
+	api GET /v1/proxies/main/targets/db1 >"$tmp/target.json"
+	grep -q '"health": "AVAILABLE"' "$tmp/target.json" && break
+	sleep 0.1
+done
+grep -E '"(health|discovered_role)"' "$tmp/target.json"
+
 say "The nodes as the control plane sees them (GET /v1/nodes)"
 api GET /v1/nodes | grep -E '"(id|zone|connected|acked_version)"'
