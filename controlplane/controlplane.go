@@ -17,6 +17,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"time"
 
@@ -216,10 +217,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	handler, err := api.New(api.Options{
 		Store: s.store, Fleet: fleet{s.xds}, Logger: log.Named("api"), Region: opts.Region,
 		Now: opts.Now, PortMin: opts.PortMin, PortMax: opts.PortMax,
-		TargetHealth: func(proxy, target string) (string, string) {
-			th := s.health.TargetHealth(proxy, target)
-			return th.Health, th.Role
-		},
+		TargetHealth: s.targetHealth,
 	})
 	if err != nil {
 		return nil, err
@@ -288,6 +286,31 @@ func (s *Server) checkMasterKey(ctx context.Context) error {
 		return fmt.Errorf("read the store: %w", err)
 	}
 	return nil
+}
+
+// targetHealth aggregates the nodes' reports about t. Only the reports of
+// nodes in the proxy's zones (the nodes the proxy is pushed to) about the
+// target's current address count: a node key allowed one zone must not
+// decide the health of another zone's proxies, and a target recreated at
+// another address must not inherit the old one's health.
+func (s *Server) targetHealth(ctx context.Context, t *model.Target) (string, string) {
+	st, err := s.state(ctx)
+	if err != nil {
+		s.log.Warn("cannot read the state to show target health", "proxy", t.Proxy, "target", t.Name, "error", err)
+		return health.HealthUnknown, ""
+	}
+	var zones []string
+	for i := range st.Proxies {
+		if st.Proxies[i].Name == t.Proxy {
+			zones = st.Proxies[i].Zones
+			break
+		}
+	}
+	addr := net.JoinHostPort(t.Host, strconv.Itoa(t.Port))
+	th := s.health.TargetHealthFrom(t.Proxy, t.Name, func(r health.Report) bool {
+		return r.Address == addr && model.HasZone(zones, r.Zone)
+	})
+	return th.Health, th.Role
 }
 
 // derive gives each use of the master key its own key.

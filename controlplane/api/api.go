@@ -72,7 +72,7 @@ type Options struct {
 	// TargetHealth returns what the nodes report about a target: its
 	// health (AVAILABLE, UNAVAILABLE, DEGRADED, UNKNOWN) and the role they
 	// discovered. Nil reports UNKNOWN.
-	TargetHealth func(proxy, target string) (health, role string)
+	TargetHealth func(ctx context.Context, t *model.Target) (health, role string)
 	Logger       hclog.Logger
 	// Region is the SigV4 region requests must be signed for.
 	Region string

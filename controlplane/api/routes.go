@@ -91,10 +91,10 @@ func (a *API) routes() {
 		},
 		check:   func(v *model.Target) error { v.Normalize(); return v.Validate() },
 		prepare: prepareTarget,
-		show: func(_ context.Context, v *model.Target) {
+		show: func(ctx context.Context, v *model.Target) {
 			v.Health, v.DiscoveredRole = "UNKNOWN", ""
 			if a.opts.TargetHealth != nil {
-				v.Health, v.DiscoveredRole = a.opts.TargetHealth(v.Proxy, v.Name)
+				v.Health, v.DiscoveredRole = a.opts.TargetHealth(ctx, v)
 			}
 		},
 		what: func(r *http.Request) string {

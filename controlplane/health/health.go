@@ -231,6 +231,14 @@ func (s *Service) Close() {
 // fresh report. Role is the role most fresh reports agree on (see
 // TargetHealth.Role). Reports lists the per-node view.
 func (s *Service) TargetHealth(proxy, target string) TargetHealth {
+	return s.TargetHealthFrom(proxy, target, nil)
+}
+
+// TargetHealthFrom is TargetHealth counting only the fresh reports accept
+// takes (all when accept is nil). A node may report anything about any
+// proxy; the caller knows which nodes serve the proxy and where its
+// target is, and so which reports to believe.
+func (s *Service) TargetHealthFrom(proxy, target string, accept func(Report) bool) TargetHealth {
 	key := targetKey{proxy: proxy, target: target}
 	s.mu.Lock()
 	now := s.now()
@@ -244,7 +252,11 @@ func (s *Service) TargetHealth(proxy, target string) TargetHealth {
 		if !ok {
 			continue
 		}
-		reports = append(reports, Report{Node: n.info.ID, Zone: n.info.Zone, Healthy: e.healthy, Role: e.role, Reason: e.reason, Address: e.address, At: n.at})
+		r := Report{Node: n.info.ID, Zone: n.info.Zone, Healthy: e.healthy, Role: e.role, Reason: e.reason, Address: e.address, At: n.at}
+		if accept != nil && !accept(r) {
+			continue
+		}
+		reports = append(reports, r)
 	}
 	s.mu.Unlock()
 	sort.Slice(reports, func(i, j int) bool { return reports[i].Node < reports[j].Node })
