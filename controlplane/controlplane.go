@@ -321,9 +321,13 @@ func derive(master []byte, purpose string) []byte {
 }
 
 // republish refreshes node snapshots after every commit.
+// It also refreshes hourly without a commit, so that node certificates are
+// renewed when their period turns and long-gone nodes are forgotten.
 func (s *Server) republish(ctx context.Context) {
 	ch, cancel := s.store.Subscribe()
 	defer cancel()
+	tick := time.NewTicker(time.Hour)
+	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -332,9 +336,10 @@ func (s *Server) republish(ctx context.Context) {
 			if !ok {
 				return
 			}
-			if err := s.xds.Refresh(ctx); err != nil && ctx.Err() == nil {
-				s.log.Error("cannot publish the new configuration", "error", err)
-			}
+		case <-tick.C:
+		}
+		if err := s.xds.Refresh(ctx); err != nil && ctx.Err() == nil {
+			s.log.Error("cannot publish the new configuration", "error", err)
 		}
 	}
 }
@@ -348,7 +353,9 @@ func (s *Server) build(ctx context.Context, node xdsapi.NodeInfo) (*cache.Snapsh
 	if err != nil {
 		return nil, 0, err
 	}
-	key := node.Zone + "\x00" + node.Address
+	// The certificate period is part of the key: a new period means new
+	// node certificates even when the state has not changed.
+	key := node.Zone + "\x00" + node.Address + "\x00" + strconv.FormatInt(pki.NodeCertPeriod(s.opts.Now()), 10)
 	s.buildMu.Lock()
 	snap, ok := s.buildMu.snaps[key]
 	s.buildMu.Unlock()

@@ -234,6 +234,11 @@ func ValidNodeAddress(address string) bool {
 	return len(address) <= 253 && hostnameRE.MatchString(address)
 }
 
+// NodeCertPeriod numbers the validity period of the node certificates
+// issued at now: a certificate issued in one period is replaced by a new one
+// in the next, well before it expires.
+func NodeCertPeriod(now time.Time) int64 { return now.Unix() / int64(nodeCertPeriod/time.Second) }
+
 // NodeCert returns the certificate a node at address presents to MySQL
 // clients. It is a pure function of the CA, the seed, the address and the
 // current period, so replicas agree on its bytes. The address is what the
@@ -244,7 +249,7 @@ func (ca *CA) NodeCert(address string, now time.Time) (NodeCert, error) {
 	if !ValidNodeAddress(address) {
 		return NodeCert{}, fmt.Errorf("node certificate for %q: %w", address, ErrNodeAddress)
 	}
-	period := now.Unix() / int64(nodeCertPeriod/time.Second)
+	period := NodeCertPeriod(now)
 	ca.mu.Lock()
 	defer ca.mu.Unlock()
 	if c, ok := ca.mu.nodes[address]; ok && c.period == period {

@@ -162,7 +162,16 @@ func (e *Endpoint) Serve(ln net.Listener) error {
 			continue
 		}
 		delay = 0
+		// Add under the lock that Close and Drain take before they
+		// Wait, so that no Add races with a Wait that has begun.
+		e.mu.Lock()
+		if e.mu.closed || e.mu.draining {
+			e.mu.Unlock()
+			nc.Close()
+			return nil
+		}
 		e.wg.Add(1)
+		e.mu.Unlock()
 		go e.handle(nc)
 	}
 }
