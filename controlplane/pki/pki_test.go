@@ -181,3 +181,41 @@ func TestNodeAndServerCertsAreMarked(t *testing.T) {
 		t.Errorf("server certificate URIs = %v", server.URIs)
 	}
 }
+
+// TestNodeCertRenewsEachPeriod: the next period gives a new certificate,
+// valid before the previous one expires, so nodes never hold an expired one
+// while the control plane refreshes them.
+func TestNodeCertRenewsEachPeriod(t *testing.T) {
+	now := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+	ca, _, err := LoadOrCreate(t.TempDir(), []byte("seed"), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := now.Add(nodeCertPeriod)
+	if NodeCertPeriod(next) == NodeCertPeriod(now) {
+		t.Fatal("a period later is the same period")
+	}
+	a, err := ca.NodeCert("127.0.1.1", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ca.NodeCert("127.0.1.1", next)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Equal(a.CertPEM, b.CertPEM) {
+		t.Fatal("the next period kept the old certificate")
+	}
+	parse := func(p []byte) *x509.Certificate {
+		blk, _ := pem.Decode(p)
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	old, renewed := parse(a.CertPEM), parse(b.CertPEM)
+	if !renewed.NotBefore.Before(old.NotAfter) || !next.Before(old.NotAfter) {
+		t.Fatalf("old certificate valid until %s, renewed from %s, renewal at %s: a gap", old.NotAfter, renewed.NotBefore, next)
+	}
+}
