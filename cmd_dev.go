@@ -81,6 +81,14 @@ func runDev(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "dbproxy dev: --zones needs 1-250 zone names")
 		return 2
 	}
+	seen := map[string]bool{}
+	for _, z := range zones {
+		if !model.ValidZone(z) || seen[z] {
+			fmt.Fprintf(stderr, "dbproxy dev: --zones: %q is not a valid zone name (lower-case letters, digits and hyphens) or is listed twice\n", z)
+			return 2
+		}
+		seen[z] = true
+	}
 	lo, hi, ok := parseRange(*ports)
 	if !ok {
 		fmt.Fprintf(stderr, "dbproxy dev: --port-range %q: want LOW-HIGH\n", *ports)

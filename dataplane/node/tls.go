@@ -19,8 +19,9 @@ import (
 )
 
 // nodeTLS serves the node's current certificate to every endpoint through
-// GetCertificate, so that a certificate pushed later (or changed files on
-// reload) takes effect for new connections without restarting proxies.
+// GetCertificate, so that a certificate pushed later (or other file paths
+// on reload; the same paths are not read again) takes effect for new
+// connections without restarting proxies.
 type nodeTLS struct {
 	config *tls.Config
 	cert   atomic.Pointer[tls.Certificate]
