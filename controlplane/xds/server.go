@@ -316,7 +316,7 @@ func (s *Server) buildAndPublish(ctx context.Context, info xdsapi.NodeInfo) erro
 // publish sets snap as info's snapshot unless a newer revision was
 // published meanwhile or the node's identity changed since the build.
 func (s *Server) publish(info xdsapi.NodeInfo, snap *cache.Snapshot, rev uint64) error {
-	version, err := normalizeSnapshot(snap)
+	snap, version, err := normalizeSnapshot(snap)
 	if err != nil {
 		return err
 	}
@@ -369,10 +369,12 @@ func (s *Server) publish(info xdsapi.NodeInfo, snap *cache.Snapshot, rev uint64)
 // normalizeSnapshot checks that the dbproxy types share one version and
 // gives every missing one an empty resource set at that version, so that a
 // wildcard subscriber always gets an answer for all four. It returns the
+// snapshot to publish (a copy when something was filled in: the builder's
+// snapshot may be shared by several nodes and is never written) and the
 // version.
-func normalizeSnapshot(snap *cache.Snapshot) (string, error) {
+func normalizeSnapshot(snap *cache.Snapshot) (*cache.Snapshot, string, error) {
 	if snap == nil {
-		return "", errors.New("nil snapshot")
+		return nil, "", errors.New("nil snapshot")
 	}
 	version := ""
 	for _, t := range resourceTypes() {
@@ -382,18 +384,24 @@ func normalizeSnapshot(snap *cache.Snapshot) (string, error) {
 		case version == "":
 			version = v
 		case v != version:
-			return "", fmt.Errorf("snapshot types carry different versions (%s and %s)", version, v)
+			return nil, "", fmt.Errorf("snapshot types carry different versions (%s and %s)", version, v)
 		}
 	}
 	if version == "" {
-		return "", errors.New("snapshot has no version")
+		return nil, "", errors.New("snapshot has no version")
 	}
+	out := snap
 	for _, t := range resourceTypes() {
 		if snap.GetVersion(t) == "" {
-			snap.Resources[cache.GetResponseType(t)] = cache.NewResources(version, nil)
+			if out == snap {
+				c := *snap // Resources is an array: the copy is independent
+				c.VersionMap = nil
+				out = &c
+			}
+			out.Resources[cache.GetResponseType(t)] = cache.NewResources(version, nil)
 		}
 	}
-	return version, nil
+	return out, version, nil
 }
 
 // typeHashes returns a content hash per dbproxy resource type.

@@ -689,3 +689,33 @@ func TestDisconnectedNodesAreForgotten(t *testing.T) {
 		t.Fatalf("reconnected node: %+v", ns)
 	}
 }
+
+// TestNormalizeDoesNotWriteTheBuildersSnapshot: snapshots may be shared by
+// several nodes, so filling in a missing type must not modify the one the
+// builder returned.
+func TestNormalizeDoesNotWriteTheBuildersSnapshot(t *testing.T) {
+	res := xdstest.Resources("a", "x")
+	delete(res, resource.SecretType)
+	v := xdstest.Version(t, res)
+	snap, err := cache.NewSnapshot(v, res)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, version, err := normalizeSnapshot(snap)
+	if err != nil || version != v {
+		t.Fatalf("normalizeSnapshot = %q, %v", version, err)
+	}
+	if out.GetVersion(resource.SecretType) != v {
+		t.Fatal("the missing type was not filled in")
+	}
+	if snap.GetVersion(resource.SecretType) != "" {
+		t.Fatal("the builder's snapshot was modified")
+	}
+	full, err := cache.NewSnapshot(xdstest.Version(t, xdstest.Resources("a", "y")), xdstest.Resources("a", "y"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if same, _, _ := normalizeSnapshot(full); same != full {
+		t.Fatal("a complete snapshot was copied")
+	}
+}
