@@ -160,7 +160,7 @@ func apiNodes(in []xds.NodeStatus) []api.Node {
 	for _, n := range in {
 		an := api.Node{ID: n.ID, Zone: n.Zone, Address: n.Address, Connected: n.Connected,
 			CurrentVersion: n.CurrentVersion, CurrentRevision: n.CurrentRevision,
-			AckedVersion: n.AckedVersion, AckedRevision: n.AckedRevision}
+			AckedVersion: n.AckedVersion, AckedRevision: n.AckedRevision, BuildError: n.BuildError}
 		if !n.ConnectedAt.IsZero() {
 			t := n.ConnectedAt
 			an.ConnectedAt = &t

@@ -54,7 +54,10 @@ type Node struct {
 	CurrentRevision uint64     `json:"current_revision"`
 	AckedVersion    string     `json:"acked_version"`
 	AckedRevision   uint64     `json:"acked_revision"`
-	LastNack        *Nack      `json:"last_nack,omitempty"`
+	// BuildError is why the control plane cannot build the node's newest
+	// configuration.
+	BuildError string `json:"build_error,omitempty"`
+	LastNack   *Nack  `json:"last_nack,omitempty"`
 }
 
 // Nack is a configuration a node rejected.

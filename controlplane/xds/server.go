@@ -153,6 +153,9 @@ type nodeState struct {
 	ackedVersion    string
 	ackedRevision   uint64
 	lastNack        *Nack
+	// buildErr is why the node's newest snapshot could not be built or
+	// published; empty once one is.
+	buildErr string
 }
 
 // versionInfo is what a node record remembers of a published version.
@@ -304,11 +307,22 @@ func (s *Server) reauthorize() {
 // buildAndPublish builds info's snapshot and publishes it.
 func (s *Server) buildAndPublish(ctx context.Context, info xdsapi.NodeInfo) error {
 	snap, rev, err := s.build(ctx, info)
-	if err != nil {
-		return fmt.Errorf("build snapshot for node %s: %w", info.ID, err)
+	if err == nil {
+		err = s.publish(info, snap, rev)
 	}
-	if err := s.publish(info, snap, rev); err != nil {
-		return fmt.Errorf("publish snapshot for node %s: %w", info.ID, err)
+	// A failure is kept on the node's record, so that a rollout waiting
+	// for the node can say why it will not come, rather than time out.
+	s.mu.Lock()
+	if n, ok := s.mu.nodes[info.Key()]; ok {
+		n.buildErr = ""
+		if err != nil {
+			n.buildErr = err.Error()
+		}
+		s.notifyLocked()
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("build and publish the snapshot for node %s: %w", info.ID, err)
 	}
 	return nil
 }

@@ -719,3 +719,43 @@ func TestNormalizeDoesNotWriteTheBuildersSnapshot(t *testing.T) {
 		t.Fatal("a complete snapshot was copied")
 	}
 }
+
+// TestRolloutReportsBuildFailure: a rollout that cannot complete because the
+// control plane cannot build a node's configuration says so at once.
+func TestRolloutReportsBuildFailure(t *testing.T) {
+	env := startServer(t)
+	c := dial(t, env.addr, "tok-n1", false)
+	c.subscribe(node("n1", "a"))
+	_, set := c.recvSet()
+	c.ackAll(set)
+	rev, _ := env.build.set("a", "g1")
+	env.build.mu.Lock()
+	env.build.mu.err = errTest
+	env.build.mu.Unlock()
+	if err := env.srv.Refresh(context.Background()); !errors.Is(err, errTest) {
+		t.Fatalf("Refresh = %v, want the build error", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	st, err := env.srv.WaitRollout(ctx, rev, nil)
+	if !errors.Is(err, ErrRolloutRejected) {
+		t.Fatalf("WaitRollout = %v, want ErrRolloutRejected", err)
+	}
+	mustContain(t, err.Error(), "cannot build")
+	if len(st) != 1 || st[0].BuildError == "" {
+		t.Fatalf("statuses %+v, want the build error on n1", st)
+	}
+	// A later successful build clears it and the rollout completes.
+	env.build.mu.Lock()
+	env.build.mu.err = nil
+	env.build.mu.Unlock()
+	if err := env.srv.Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, set = c.recvSet()
+	c.ackAll(set)
+	st, err = env.srv.WaitRollout(ctx, rev, nil)
+	if err != nil || st[0].BuildError != "" {
+		t.Fatalf("after the fix: %v, %+v", err, st)
+	}
+}

@@ -24,6 +24,9 @@ type NodeStatus struct {
 	// resource type.
 	AckedVersion  string
 	AckedRevision uint64
+	// BuildError is why the control plane could not build or publish the
+	// node's newest configuration ("" when it could).
+	BuildError string
 	// LastNack is the node's most recent rejection, if any; it stays
 	// after later versions are acked (compare its Version).
 	LastNack *Nack
@@ -59,6 +62,7 @@ func (n *nodeState) statusLocked() NodeStatus {
 		CurrentRevision: n.currentRevision,
 		AckedVersion:    n.ackedVersion,
 		AckedRevision:   n.ackedRevision,
+		BuildError:      n.buildErr,
 	}
 	if n.lastNack != nil {
 		nack := *n.lastNack
@@ -92,6 +96,9 @@ func (s *Server) WaitRollout(ctx context.Context, rev uint64, zones []string) ([
 		switch {
 		case closed:
 			return statuses, ErrClosed
+		case rejected != nil && rejected.BuildError != "":
+			return statuses, fmt.Errorf("%w: the control plane cannot build the configuration of node %s (zone %s): %s",
+				ErrRolloutRejected, rejected.ID, rejected.Zone, rejected.BuildError)
 		case rejected != nil:
 			return statuses, fmt.Errorf("%w: node %s (zone %s) rejected version %s (%s): %s",
 				ErrRolloutRejected, rejected.ID, rejected.Zone, rejected.LastNack.Version, rejected.LastNack.TypeURL, rejected.LastNack.Message)
@@ -120,7 +127,7 @@ func (s *Server) rolloutLocked(rev uint64, zones []string) (statuses []NodeStatu
 			continue
 		}
 		done = false
-		if st.LastNack != nil && st.LastNack.Version == st.CurrentVersion && st.CurrentRevision >= rev && st.AckedVersion != st.CurrentVersion {
+		if st.BuildError != "" || (st.LastNack != nil && st.LastNack.Version == st.CurrentVersion && st.CurrentRevision >= rev && st.AckedVersion != st.CurrentVersion) {
 			if rejected == nil || st.ID < rejected.ID {
 				rejected = &st
 			}
