@@ -25,10 +25,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
-	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/grpc/keepalive"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -258,26 +254,11 @@ type hdsClientStream = grpc.BidiStreamingClient[hds.HealthCheckRequestOrEndpoint
 // session runs one stream until it fails, reaches its maximum age or ctx
 // ends. got reports whether the control plane answered.
 func (r *Reporter) session(ctx context.Context) (got bool, err error) {
-	token, err := r.opts.Token(ctx)
+	conn, sctx, cancel, err := xdsclient.Connect(ctx, r.opts.Target, r.opts.TLS, r.opts.Token)
 	if err != nil {
-		return false, fmt.Errorf("make node token: %w", err)
-	}
-	creds := insecure.NewCredentials()
-	if r.opts.TLS != nil {
-		creds = credentials.NewTLS(r.opts.TLS)
-	}
-	// A connection per stream: the reconnect pace is the reporter's
-	// backoff, not gRPC's own connection backoff.
-	conn, err := grpc.NewClient(r.opts.Target,
-		grpc.WithTransportCredentials(creds),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)
-	if err != nil {
-		return false, fmt.Errorf("connect to %s: %w", r.opts.Target, err)
+		return false, err
 	}
 	defer conn.Close()
-
-	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, xdsapi.TokenMetadataKey, token))
 	defer cancel()
 	stream, err := hds.NewHealthDiscoveryServiceClient(conn).StreamHealthCheck(sctx)
 	if err != nil {

@@ -2,6 +2,7 @@ package xdsclient
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -22,32 +23,42 @@ import (
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
+// Connect opens a connection to the control plane at target for one
+// stream, and a stream context carrying a fresh node token (tlsCfg nil:
+// insecure, for tests). A connection per stream makes the caller's backoff,
+// not gRPC's own connection backoff, the reconnect pace. Call cancel, then
+// close the connection, when the stream is done.
+func Connect(ctx context.Context, target string, tlsCfg *tls.Config, token func(context.Context) (string, error)) (*grpc.ClientConn, context.Context, context.CancelFunc, error) {
+	tok, err := token(ctx)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("make node token: %w", err)
+	}
+	creds := insecure.NewCredentials()
+	if tlsCfg != nil {
+		creds = credentials.NewTLS(tlsCfg)
+	}
+	conn, err := grpc.NewClient(target,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("connect to %s: %w", target, err)
+	}
+	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, xdsapi.TokenMetadataKey, tok))
+	return conn, sctx, cancel, nil
+}
+
 // adsStream is the client side of one ADS stream.
 type adsStream = grpc.BidiStreamingClient[discovery.DiscoveryRequest, discovery.DiscoveryResponse]
 
 // session runs one stream until it fails or ctx ends. got reports whether
 // the control plane answered at least once (the backoff then restarts).
 func (c *Client) session(ctx context.Context) (got bool, err error) {
-	token, err := c.opts.Token(ctx)
+	conn, sctx, cancel, err := Connect(ctx, c.opts.Target, c.opts.TLS, c.opts.Token)
 	if err != nil {
-		return false, fmt.Errorf("make node token: %w", err)
-	}
-	creds := insecure.NewCredentials()
-	if c.opts.TLS != nil {
-		creds = credentials.NewTLS(c.opts.TLS)
-	}
-	// A connection per stream: the reconnect pace is the client's backoff,
-	// not gRPC's own connection backoff.
-	conn, err := grpc.NewClient(c.opts.Target,
-		grpc.WithTransportCredentials(creds),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
-	)
-	if err != nil {
-		return false, fmt.Errorf("connect to %s: %w", c.opts.Target, err)
+		return false, err
 	}
 	defer conn.Close()
-
-	sctx, cancel := context.WithCancel(metadata.AppendToOutgoingContext(ctx, xdsapi.TokenMetadataKey, token))
 	defer cancel()
 	stream, err := discovery.NewAggregatedDiscoveryServiceClient(conn).StreamAggregatedResources(sctx)
 	if err != nil {
