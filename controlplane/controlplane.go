@@ -201,11 +201,16 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 
 	verifier := &sigv4.Verifier{Lookup: s.lookupKey, Region: opts.Region, Now: opts.Now}
 	nodeAuth := &nodeAuthorizer{verifier: verifier, store: s.store, log: log.Named("nodeauth"), now: opts.Now}
+	expected, err := loadNodes(opts.DataDir)
+	if err != nil {
+		log.Warn("not waiting for the nodes of the last run", "error", err)
+	}
 	s.xds, err = xds.New(xds.Options{
 		Logger:     log.Named("xds"),
 		Authorizer: nodeAuth,
 		Build:      s.build,
 		Now:        opts.Now,
+		Expected:   expected,
 	})
 	if err != nil {
 		return nil, err
@@ -243,7 +248,11 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 
 	runCtx, stop := context.WithCancel(context.Background())
 	s.stop = stop
-	s.wg.Add(3)
+	s.wg.Add(4)
+	go func() {
+		defer s.wg.Done()
+		s.keepNodes(runCtx)
+	}()
 	go func() {
 		defer s.wg.Done()
 		if err := s.http.ServeTLS(s.apiLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -592,6 +601,8 @@ func (s *Server) Close() {
 			s.stop()
 		}
 		if s.xds != nil {
+			// The set connected now is what the next start waits for.
+			s.saveConnected(nil)
 			s.xds.Close()
 		}
 		if s.health != nil {

@@ -258,6 +258,7 @@ func (s *Server) bindLocked(st *streamState, info xdsapi.NodeInfo, now time.Time
 	}
 	st.node, st.bound = info, true
 	n.info = info
+	n.expected = false
 	n.stream = st.id
 	n.connectedAt = now
 	s.log.Info("node connected", "node", info.ID, "zone", info.Zone, "address", info.Address, "delta", st.delta)

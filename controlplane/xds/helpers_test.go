@@ -189,6 +189,12 @@ func (c *fakeClock) Now() time.Time {
 
 func startServer(t *testing.T) *testEnv {
 	t.Helper()
+	return startServerWith(t, nil)
+}
+
+// startServerWith starts a server whose options adjust may change.
+func startServerWith(t *testing.T, adjust func(*Options)) *testEnv {
+	t.Helper()
 	env := &testEnv{
 		build: newFakeBuild(t),
 		auth:  newFakeAuth(map[string]string{"n1": "a", "n2": "b", "n3": "a"}),
@@ -196,12 +202,16 @@ func startServer(t *testing.T) *testEnv {
 		clock: &fakeClock{},
 	}
 	env.clock.mu.now = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
-	srv, err := New(Options{
+	opts := Options{
 		Logger:     hclog.New(&hclog.LoggerOptions{Output: env.logs, Level: hclog.Debug}),
 		Authorizer: env.auth,
 		Build:      env.build.Build,
 		Now:        env.clock.Now,
-	})
+	}
+	if adjust != nil {
+		adjust(&opts)
+	}
+	srv, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -67,7 +67,19 @@ type Options struct {
 	// ForgetAfter drops the record of a node disconnected this long
 	// (default 1h), so that churning node ids do not pile up.
 	ForgetAfter time.Duration
+	// Expected are the nodes that were connected when the previous
+	// control-plane process stopped (see ConnectedNodes). For
+	// ReconnectGrace after New, a rollout waits for them too, so that a
+	// change made right after a restart is not reported complete before
+	// the fleet is back.
+	Expected []xdsapi.NodeInfo
+	// ReconnectGrace is how long Expected nodes are waited for (default
+	// 45s: nodes retry within 30s).
+	ReconnectGrace time.Duration
 }
+
+// DefaultReconnectGrace is the default of Options.ReconnectGrace.
+const DefaultReconnectGrace = 45 * time.Second
 
 // DefaultForgetAfter is the default of Options.ForgetAfter.
 const DefaultForgetAfter = time.Hour
@@ -103,6 +115,8 @@ type Server struct {
 	now   func() time.Time
 	// forgetAfter is Options.ForgetAfter.
 	forgetAfter time.Duration
+	// expectUntil ends the wait for Options.Expected nodes.
+	expectUntil time.Time
 
 	cache cache.SnapshotCache
 	xds   serverv3.Server
@@ -156,6 +170,9 @@ type nodeState struct {
 	// buildErr is why the node's newest snapshot could not be built or
 	// published; empty once one is.
 	buildErr string
+	// expected marks a node known from before a restart that has not
+	// connected to this process yet.
+	expected bool
 }
 
 // versionInfo is what a node record remembers of a published version.
@@ -186,6 +203,9 @@ func New(opts Options) (*Server, error) {
 	if opts.ForgetAfter <= 0 {
 		opts.ForgetAfter = DefaultForgetAfter
 	}
+	if opts.ReconnectGrace <= 0 {
+		opts.ReconnectGrace = DefaultReconnectGrace
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	s := &Server{
 		log:         opts.Logger,
@@ -199,6 +219,14 @@ func New(opts Options) (*Server, error) {
 	}
 	s.mu.nodes = make(map[string]*nodeState)
 	s.mu.streams = make(map[int64]*streamState)
+	now := opts.Now()
+	s.expectUntil = now.Add(opts.ReconnectGrace)
+	for _, info := range opts.Expected {
+		if info.ID == "" || info.Zone == "" {
+			continue
+		}
+		s.mu.nodes[info.Key()] = &nodeState{info: info, lastSeen: now, expected: true}
+	}
 	s.mu.changed = make(chan struct{})
 	libLog := logAdapter{l: opts.Logger.Named("go-control-plane")}
 	s.cache = cache.NewSnapshotCache(true, zoneIDHash{}, libLog)

@@ -759,3 +759,38 @@ func TestRolloutReportsBuildFailure(t *testing.T) {
 		t.Fatalf("after the fix: %v, %+v", err, st)
 	}
 }
+
+// TestRolloutWaitsForExpectedNodes: after a restart, a rollout waits for the
+// nodes connected before it (Options.Expected) until they are back, and
+// stops waiting for those that do not come back once the grace ends.
+func TestRolloutWaitsForExpectedNodes(t *testing.T) {
+	env := startServerWith(t, func(o *Options) {
+		o.Now = time.Now
+		o.ReconnectGrace = 500 * time.Millisecond
+		o.Expected = []xdsapi.NodeInfo{node("n1", "a"), node("n3", "a")}
+	})
+	if ns := env.srv.Nodes(); len(ns) != 2 || ns[0].Connected {
+		t.Fatalf("expected nodes before they connect: %+v", ns)
+	}
+	c := dial(t, env.addr, "tok-n1", false)
+	c.subscribe(node("n1", "a"))
+	_, set := c.recvSet()
+	c.ackAll(set)
+	// n1 is back and acked; n3 is not back: not complete yet.
+	short, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	st, err := env.srv.WaitRollout(short, 1, nil)
+	cancel()
+	if !errors.Is(err, context.DeadlineExceeded) || len(st) != 2 {
+		t.Fatalf("with n3 expected: %v, %+v", err, st)
+	}
+	// n3 never comes back: once the grace ends, the rollout is complete.
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	st, err = env.srv.WaitRollout(ctx, 1, nil)
+	if err != nil || len(st) != 1 || st[0].ID != "n1" {
+		t.Fatalf("after the grace: %v, %+v", err, st)
+	}
+	if got := env.srv.ConnectedNodes(); len(got) != 1 || got[0].ID != "n1" {
+		t.Fatalf("ConnectedNodes = %+v", got)
+	}
+}

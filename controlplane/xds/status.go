@@ -6,6 +6,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
 // NodeStatus is what the server knows about one node.
@@ -105,20 +107,46 @@ func (s *Server) WaitRollout(ctx context.Context, rev uint64, zones []string) ([
 		case done:
 			return statuses, nil
 		}
+		// Waking at the end of the reconnect grace lets a wait that only
+		// waited for nodes known from before a restart finish.
+		var graceEnd <-chan time.Time
+		var timer *time.Timer
+		if d := s.expectUntil.Sub(s.now()); d > 0 {
+			timer = time.NewTimer(d)
+			graceEnd = timer.C
+		}
+		var ctxErr error
 		select {
 		case <-changed:
+		case <-graceEnd:
 		case <-ctx.Done():
-			return statuses, fmt.Errorf("wait for rollout of revision %d: %w", rev, ctx.Err())
+			ctxErr = ctx.Err()
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		if ctxErr != nil {
+			return statuses, fmt.Errorf("wait for rollout of revision %d: %w", rev, ctxErr)
 		}
 	}
 }
 
-// rolloutLocked reports the statuses of the connected nodes in zones,
-// whether all of them have rev, and the first that rejected it.
+// rolloutLocked reports the statuses of the connected nodes in zones (and,
+// during the reconnect grace, of the expected ones not back yet), whether
+// all of them have rev, and the first that rejected it.
 func (s *Server) rolloutLocked(rev uint64, zones []string) (statuses []NodeStatus, done bool, rejected *NodeStatus) {
 	done = true
+	awaitExpected := s.now().Before(s.expectUntil)
 	for _, n := range s.mu.nodes {
-		if n.stream == 0 || (zones != nil && !slices.Contains(zones, n.info.Zone)) {
+		if zones != nil && !slices.Contains(zones, n.info.Zone) {
+			continue
+		}
+		if n.stream == 0 {
+			if n.expected && awaitExpected {
+				// Known from before a restart, not back yet.
+				statuses = append(statuses, n.statusLocked())
+				done = false
+			}
 			continue
 		}
 		st := n.statusLocked()
@@ -135,4 +163,19 @@ func (s *Server) rolloutLocked(rev uint64, zones []string) (statuses []NodeStatu
 	}
 	sortStatuses(statuses)
 	return statuses, done, rejected
+}
+
+// ConnectedNodes lists the nodes connected now, for the control plane to
+// keep as the next process's Options.Expected.
+func (s *Server) ConnectedNodes() []xdsapi.NodeInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []xdsapi.NodeInfo
+	for _, n := range s.mu.nodes {
+		if n.stream != 0 {
+			out = append(out, n.info)
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Key() < out[j].Key() })
+	return out
 }
