@@ -162,7 +162,6 @@ func create(certPath, keyPath string, now time.Time) error {
 	return atomicfile.Write(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
 
-
 // CertPEM returns the CA certificate, which clients and nodes trust.
 func (ca *CA) CertPEM() []byte { return ca.certPEM }
 
