@@ -138,9 +138,9 @@ type TLS struct {
 // String hides the private key.
 func (t TLS) String() string {
 	switch {
-	case t.CertPEM != "" || t.KeyPEM != "":
+	case t.Inline():
 		return fmt.Sprintf("inline TLS certificate (%d bytes, key hidden)", len(t.CertPEM))
-	case t.CertFile != "" || t.KeyFile != "":
+	case t.Files():
 		return fmt.Sprintf("TLS certificate %s, key %s", t.CertFile, t.KeyFile)
 	}
 	return "self-signed TLS certificate"
@@ -149,11 +149,14 @@ func (t TLS) String() string {
 // Inline reports whether the certificate and key are given inline.
 func (t TLS) Inline() bool { return t.CertPEM != "" || t.KeyPEM != "" }
 
+// Files reports whether the certificate and key are given as files.
+func (t TLS) Files() bool { return t.CertFile != "" || t.KeyFile != "" }
+
 // validate checks that the files and the inline PEM are not mixed, that
 // each comes as a pair, and that an inline pair parses.
 func (t TLS) validate(bad func(field, format string, a ...any)) {
 	const f = "node.tls"
-	files := t.CertFile != "" || t.KeyFile != ""
+	files := t.Files()
 	switch {
 	case files && t.Inline():
 		bad(f, "give cert_file and key_file or cert_pem and key_pem, not both")

@@ -72,7 +72,7 @@ func loadCert(c config.TLS) (tls.Certificate, error) {
 			return cert, fmt.Errorf("load inline TLS key pair: %w", err)
 		}
 		return cert, nil
-	case c.CertFile != "" || c.KeyFile != "":
+	case c.Files():
 		cert, err := tls.LoadX509KeyPair(c.CertFile, c.KeyFile)
 		if err != nil {
 			return cert, fmt.Errorf("load TLS key pair: %w", err)
