@@ -105,52 +105,6 @@ func SigningKey(secret string, scope Scope) []byte {
 	return hmacSHA256(k, scopeTerminator)
 }
 
-// Transport is an http.RoundTripper that signs every request with
-// SignRequest before handing it to Base.
-type Transport struct {
-	// Base sends the signed request; nil means http.DefaultTransport.
-	Base http.RoundTripper
-	// Credentials sign the requests.
-	Credentials Credentials
-	// Region is the region of the credential scope; empty means DefaultRegion.
-	Region string
-	// Now is the clock; nil means time.Now.
-	Now func() time.Time
-}
-
-var _ http.RoundTripper = (*Transport)(nil)
-
-// RoundTrip reads the request body, signs a copy of the request and sends it.
-func (t *Transport) RoundTrip(req *http.Request) (*http.Response, error) {
-	var body []byte
-	if req.Body != nil && req.Body != http.NoBody {
-		b, err := io.ReadAll(req.Body)
-		req.Body.Close()
-		if err != nil {
-			return nil, fmt.Errorf("read request body: %w", err)
-		}
-		body = b
-	}
-	out := req.Clone(req.Context())
-	out.Body = nil
-	out.GetBody = nil
-	now := time.Now
-	if t.Now != nil {
-		now = t.Now
-	}
-	if err := SignRequest(req.Context(), out, body, t.Credentials, t.Region, now()); err != nil {
-		return nil, err
-	}
-	if len(body) == 0 {
-		out.Body = http.NoBody
-	}
-	base := t.Base
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	return base.RoundTrip(out)
-}
-
 // presign signs a GET https://hostPort+path?query with the SDK signer the
 // way rds/auth BuildAuthToken does and returns the URL without its scheme.
 // When opt is not nil it is applied to the signer options.
