@@ -7,10 +7,11 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/dbproxy/dbproxy/internal/atomicfile"
 )
 
 // cacheFormat is the version of the cache's plaintext layout.
@@ -119,49 +120,5 @@ func (c *Client) storeCache(version string, res map[string][]*anypb.Any) error {
 	if err != nil {
 		return fmt.Errorf("seal cache: %w", err)
 	}
-	return writeFileAtomic(c.opts.CacheFile, sealed)
-}
-
-// writeFileAtomic replaces path with data: a temporary file in the same
-// directory, mode 0600, synced, renamed over path, and the directory
-// synced, so that a crash leaves either the old or the new file.
-func writeFileAtomic(path string, data []byte) (err error) {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return fmt.Errorf("create temporary cache file: %w", err)
-	}
-	tmp := f.Name()
-	defer func() {
-		if err != nil {
-			os.Remove(tmp)
-		}
-	}()
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return fmt.Errorf("chmod cache file: %w", err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write cache file: %w", err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync cache file: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close cache file: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename cache file: %w", err)
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open cache directory: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync cache directory: %w", err)
-	}
-	return nil
+	return atomicfile.Write(c.opts.CacheFile, sealed, 0o600)
 }
