@@ -92,10 +92,9 @@ type Options struct {
 
 // API is the admin API handler.
 type API struct {
-	opts     Options
-	log      hclog.Logger
-	verifier *sigv4.Verifier
-	mux      *http.ServeMux
+	opts Options
+	log  hclog.Logger
+	mux  *http.ServeMux
 }
 
 // New returns the API handler.
@@ -122,7 +121,6 @@ func New(opts Options) (*API, error) {
 		opts.MaxRolloutWait = 10 * time.Minute
 	}
 	a := &API{opts: opts, log: opts.Logger, mux: http.NewServeMux()}
-	a.verifier = &sigv4.Verifier{Lookup: a.lookupKey, Region: opts.Region, Now: opts.Now, Skew: opts.Skew}
 	a.routes()
 	return a, nil
 }
@@ -309,24 +307,25 @@ func principalFrom(ctx context.Context) *Principal {
 	return p
 }
 
-func (a *API) lookupKey(ctx context.Context, id string) (string, error) {
-	k, err := ActiveKey(ctx, a.opts.Store, id)
-	if err != nil {
-		return "", err
-	}
-	return k.SecretAccessKey, nil
-}
-
+// authenticate checks the request's signature. The key read for the
+// signature also names the caller, so that a request reads its key once.
 func (a *API) authenticate(r *http.Request, body []byte) (*Principal, *Error) {
-	id, err := a.verifier.VerifyRequest(r.Context(), r, body)
+	var key *model.AccessKey
+	v := sigv4.Verifier{Region: a.opts.Region, Now: a.opts.Now, Skew: a.opts.Skew,
+		Lookup: func(ctx context.Context, id string) (string, error) {
+			k, err := ActiveKey(ctx, a.opts.Store, id)
+			if err != nil {
+				return "", err
+			}
+			key = k
+			return k.SecretAccessKey, nil
+		}}
+	id, err := v.VerifyRequest(r.Context(), r, body)
 	if err != nil {
 		return nil, authError(err)
 	}
-	k, err := ActiveKey(r.Context(), a.opts.Store, id)
-	if err != nil {
-		return nil, authError(err)
-	}
-	return &Principal{User: k.User, AccessKeyID: id}, nil
+	// A verified signature was computed from the key Lookup read.
+	return &Principal{User: key.User, AccessKeyID: id}, nil
 }
 
 // authError maps a verification failure to a response that says what is
