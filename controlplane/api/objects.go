@@ -74,27 +74,18 @@ func listHandler[T any](a *API, k *kind[T]) http.HandlerFunc {
 			a.fail(w, r, err)
 			return
 		}
-		items := []T{}
+		var items []T
 		rev, err := a.opts.Store.View(r.Context(), func(rd store.Reader) error {
-			objs, err := rd.List(k.store, k.listPrefix(r))
-			if err != nil {
-				return err
-			}
-			for _, o := range objs {
-				var v T
-				if err := json.Unmarshal(o.Value, &v); err != nil {
-					return fmt.Errorf("decode %s/%s: %w", k.store, o.Key, err)
-				}
-				items = append(items, v)
-			}
-			return nil
+			var err error
+			items, err = store.DecodeAll[T](rd, k.store, k.listPrefix(r))
+			return err
 		})
 		if err != nil {
 			a.fail(w, r, err)
 			return
 		}
-		for i := range items {
-			if k.show != nil {
+		if k.show != nil {
+			for i := range items {
 				k.show(r.Context(), &items[i])
 			}
 		}
