@@ -279,14 +279,8 @@ func (a *API) secretInUse(tx store.Tx, cur *model.Secret) error {
 
 func (a *API) prepareProxy(tx store.Tx, cur, next *model.Proxy) error {
 	for i, au := range next.Auth {
-		ok, err := exists(tx, model.KindSecret, au.Secret)
-		if err != nil {
-			return err
-		}
-		if !ok {
-			e := errNotFound(fmt.Sprintf("secret %q", au.Secret))
-			e.Field = fmt.Sprintf("auth[%d].secret", i)
-			return e
+		if ok, err := exists(tx, model.KindSecret, au.Secret); err != nil || !ok {
+			return orNotFound(err, fmt.Sprintf("auth[%d].secret", i), "secret %q", au.Secret)
 		}
 	}
 	if next.Port == 0 && cur != nil {
