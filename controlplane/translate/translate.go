@@ -30,12 +30,6 @@ const (
 	DefaultMaxClientConnections = 20000
 )
 
-// TypeURLs returns the resource types of every snapshot, in the order
-// they enter the version hash.
-func TypeURLs() []resource.Type {
-	return []resource.Type{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.SecretType}
-}
-
 // ErrInvalidState is wrapped by errors about desired state the translator
 // cannot turn into resources a node would accept (the admin API's
 // validation should have refused it).
@@ -112,7 +106,7 @@ func Resources(state *model.State, node xdsapi.NodeInfo, opts Options) (map[reso
 	}
 	b.out[resource.ListenerType] = b.listeners
 	res := map[resource.Type][]types.Resource{}
-	for _, typ := range TypeURLs() {
+	for _, typ := range xdsapi.ResourceTypes() {
 		rs := b.out[typ]
 		if rs == nil {
 			rs = []types.Resource{}
@@ -129,7 +123,7 @@ func Resources(state *model.State, node xdsapi.NodeInfo, opts Options) (map[reso
 
 // Version returns the content hash of res: hex of the first 16 bytes of
 // the SHA-256 of every resource's deterministic encoding, type by type in
-// TypeURLs order and in the given order within a type.
+// xdsapi.ResourceTypes order and in the given order within a type.
 func Version(res map[resource.Type][]types.Resource) (string, error) {
 	h := sha256.New()
 	var n [8]byte
@@ -138,7 +132,7 @@ func Version(res map[resource.Type][]types.Resource) (string, error) {
 		h.Write(n[:])
 		h.Write(b)
 	}
-	for _, typ := range TypeURLs() {
+	for _, typ := range xdsapi.ResourceTypes() {
 		frame([]byte(typ))
 		binary.BigEndian.PutUint64(n[:], uint64(len(res[typ])))
 		h.Write(n[:])

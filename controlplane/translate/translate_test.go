@@ -367,7 +367,7 @@ func TestSnapshotConsistent(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, version := mustResources(t, fixture(), zone, Options{NodeTLS: testTLS})
-			for _, typ := range TypeURLs() {
+			for _, typ := range xdsapi.ResourceTypes() {
 				if got := snap.GetVersion(typ); got != version {
 					t.Errorf("%s version %q, want %q", typ, got, version)
 				}
@@ -504,7 +504,7 @@ func TestEmptyState(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, typ := range TypeURLs() {
+		for _, typ := range xdsapi.ResourceTypes() {
 			if n := len(snap.GetResources(typ)); n != 0 {
 				t.Errorf("%s: %d resources in an empty state", typ, n)
 			}

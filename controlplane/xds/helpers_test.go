@@ -325,7 +325,7 @@ func (c *adsClient) sendDelta(req *discovery.DeltaDiscoveryRequest) {
 // subscribe sends the four wildcard requests, node info on the first.
 func (c *adsClient) subscribe(node xdsapi.NodeInfo) {
 	c.t.Helper()
-	for i, typ := range resourceTypes() {
+	for i, typ := range xdsapi.ResourceTypes() {
 		req := &discovery.DiscoveryRequest{TypeUrl: typ}
 		if i == 0 {
 			req.Node = node.Proto()
@@ -366,7 +366,7 @@ func (c *adsClient) recvSet() (string, map[string]*discovery.DiscoveryResponse) 
 	c.t.Helper()
 	got := map[string]*discovery.DiscoveryResponse{}
 	version := ""
-	for range numTypes {
+	for range xdsapi.NumResourceTypes {
 		r := c.recv()
 		if _, dup := got[r.GetTypeUrl()]; dup {
 			c.t.Fatalf("second response for %s before the set was complete", r.GetTypeUrl())
@@ -384,7 +384,7 @@ func (c *adsClient) recvSet() (string, map[string]*discovery.DiscoveryResponse) 
 // ackAll acks every response of a set.
 func (c *adsClient) ackAll(set map[string]*discovery.DiscoveryResponse) {
 	c.t.Helper()
-	for _, typ := range resourceTypes() {
+	for _, typ := range xdsapi.ResourceTypes() {
 		r := set[typ]
 		c.send(&discovery.DiscoveryRequest{TypeUrl: typ, VersionInfo: r.GetVersionInfo(), ResponseNonce: r.GetNonce()})
 	}

@@ -21,7 +21,6 @@ import (
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discovery "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/sotw/v3"
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/hashicorp/go-hclog"
@@ -91,15 +90,6 @@ var (
 	// ErrClosed means the server was closed.
 	ErrClosed = errors.New("xds server closed")
 )
-
-// numTypes is how many resource types a snapshot carries.
-const numTypes = 4
-
-// resourceTypes are the types every dbproxy snapshot carries, in the order
-// a node applies them.
-func resourceTypes() [numTypes]string {
-	return [numTypes]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.SecretType}
-}
 
 // versionHistory bounds how many (version → revision) pairs a node record
 // remembers for resolving the revision of a late ACK.
@@ -179,11 +169,11 @@ type nodeState struct {
 type versionInfo struct {
 	// rev is the newest revision built with this version.
 	rev uint64
-	// types holds a content hash per resource type (resourceTypes
+	// types holds a content hash per resource type (xdsapi.ResourceTypes
 	// order). A delta client is not sent a type whose content did not
 	// change, so an ACK at a new version also stands for every type whose
 	// content equals what the node acked before.
-	types [4]string
+	types [xdsapi.NumResourceTypes]string
 }
 
 // New returns a Server. It starts no goroutines until streams arrive.
@@ -419,7 +409,7 @@ func normalizeSnapshot(snap *cache.Snapshot) (*cache.Snapshot, string, error) {
 		return nil, "", errors.New("nil snapshot")
 	}
 	version := ""
-	for _, t := range resourceTypes() {
+	for _, t := range xdsapi.ResourceTypes() {
 		v := snap.GetVersion(t)
 		switch {
 		case v == "":
@@ -433,7 +423,7 @@ func normalizeSnapshot(snap *cache.Snapshot) (*cache.Snapshot, string, error) {
 		return nil, "", errors.New("snapshot has no version")
 	}
 	out := snap
-	for _, t := range resourceTypes() {
+	for _, t := range xdsapi.ResourceTypes() {
 		if snap.GetVersion(t) == "" {
 			if out == snap {
 				c := *snap // Resources is an array: the copy is independent
@@ -447,12 +437,12 @@ func normalizeSnapshot(snap *cache.Snapshot) (*cache.Snapshot, string, error) {
 }
 
 // typeHashes returns a content hash per dbproxy resource type.
-func typeHashes(snap *cache.Snapshot) ([4]string, error) {
-	var out [4]string
+func typeHashes(snap *cache.Snapshot) ([xdsapi.NumResourceTypes]string, error) {
+	var out [xdsapi.NumResourceTypes]string
 	if err := snap.ConstructVersionMap(); err != nil {
 		return out, fmt.Errorf("hash snapshot resources: %w", err)
 	}
-	for i, t := range resourceTypes() {
+	for i, t := range xdsapi.ResourceTypes() {
 		vm := snap.GetVersionMap(t)
 		names := make([]string, 0, len(vm))
 		for name := range vm {
@@ -470,7 +460,7 @@ func typeHashes(snap *cache.Snapshot) ([4]string, error) {
 
 // rememberVersionLocked records that version was built at rev, keeping a
 // bounded history.
-func (n *nodeState) rememberVersionLocked(version string, rev uint64, hashes [4]string) {
+func (n *nodeState) rememberVersionLocked(version string, rev uint64, hashes [xdsapi.NumResourceTypes]string) {
 	if n.versions == nil {
 		n.versions = make(map[string]versionInfo)
 	}
@@ -499,7 +489,7 @@ func (n *nodeState) ackLocked(typeURL, version string) {
 	}
 	n.acked[typeURL] = version
 	vi, known := n.versions[version]
-	for i, t := range resourceTypes() {
+	for i, t := range xdsapi.ResourceTypes() {
 		prev := n.acked[t]
 		if prev == version {
 			continue
@@ -509,7 +499,7 @@ func (n *nodeState) ackLocked(typeURL, version string) {
 			return
 		}
 	}
-	for _, t := range resourceTypes() {
+	for _, t := range xdsapi.ResourceTypes() {
 		n.acked[t] = version
 	}
 	n.ackedVersion = version

@@ -207,7 +207,7 @@ func TestNackIsNotResent(t *testing.T) {
 	}()
 
 	// NACK every type: previous good version plus error detail.
-	for _, typ := range resourceTypes() {
+	for _, typ := range xdsapi.ResourceTypes() {
 		c.send(&discovery.DiscoveryRequest{
 			TypeUrl:       typ,
 			VersionInfo:   good,
@@ -361,7 +361,7 @@ func TestIdentityChangeMidStream(t *testing.T) {
 func TestDeltaSyncAndAck(t *testing.T) {
 	env := startServer(t)
 	c := dial(t, env.addr, "tok-n1", true)
-	for i, typ := range resourceTypes() {
+	for i, typ := range xdsapi.ResourceTypes() {
 		req := &discovery.DeltaDiscoveryRequest{TypeUrl: typ}
 		if i == 0 {
 			req.Node = node("n1", "a").Proto()
@@ -370,7 +370,7 @@ func TestDeltaSyncAndAck(t *testing.T) {
 	}
 	want := env.build.version("a")
 	got := map[string]*discovery.DeltaDiscoveryResponse{}
-	for range numTypes {
+	for range xdsapi.NumResourceTypes {
 		r := c.recvDelta()
 		got[r.GetTypeUrl()] = r
 		if r.GetSystemVersionInfo() != want || len(r.GetResources()) != 1 {
@@ -378,7 +378,7 @@ func TestDeltaSyncAndAck(t *testing.T) {
 		}
 	}
 	// NACK one type, ACK the rest: no whole-node ack, the NACK recorded.
-	for _, typ := range resourceTypes() {
+	for _, typ := range xdsapi.ResourceTypes() {
 		req := &discovery.DeltaDiscoveryRequest{TypeUrl: typ, ResponseNonce: got[typ].GetNonce()}
 		if typ == resource.SecretType {
 			req.ErrorDetail = &rpcstatus.Status{Message: "bad secret"}

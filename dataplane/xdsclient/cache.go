@@ -12,6 +12,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/dbproxy/dbproxy/internal/atomicfile"
+	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
 // cacheFormat is the version of the cache's plaintext layout.
@@ -69,8 +70,8 @@ func (c *Client) readCache() (string, map[string][]*anypb.Any, error) {
 	if set.Format != cacheFormat || set.Version == "" {
 		return "", nil, fmt.Errorf("cache format %d, version %q: not usable", set.Format, set.Version)
 	}
-	res := make(map[string][]*anypb.Any, numTypes)
-	for _, t := range resourceTypes() {
+	res := make(map[string][]*anypb.Any, xdsapi.NumResourceTypes)
+	for _, t := range xdsapi.ResourceTypes() {
 		raw, ok := set.Resources[t]
 		if !ok {
 			return "", nil, fmt.Errorf("cache lacks type %s", t)

@@ -17,7 +17,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -273,23 +272,6 @@ func (c *Client) reportStreamError(err error) {
 		c.log.Warn("control plane stream ended", "error", msg, "target", c.opts.Target)
 	}
 	c.setStatus(func(s *Status) { s.LastError = msg })
-}
-
-// resourceTypes are the types the client subscribes to, in request order.
-// numTypes is how many resource types a complete set has.
-const numTypes = 4
-
-func resourceTypes() [numTypes]string {
-	return [numTypes]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.SecretType}
-}
-
-func knownType(t string) bool {
-	for _, k := range resourceTypes() {
-		if k == t {
-			return true
-		}
-	}
-	return false
 }
 
 // apply calls Apply and, on success, records the set as the running one.

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dbproxy/dbproxy/controlplane/xds"
+	"github.com/dbproxy/dbproxy/internal/xdsapi"
 	"github.com/dbproxy/dbproxy/internal/xdstest"
 )
 
@@ -119,7 +120,7 @@ func TestInitialSyncAppliesOnce(t *testing.T) {
 	if len(call.res) != 4 {
 		t.Fatalf("apply got %d types, want 4", len(call.res))
 	}
-	for _, typ := range resourceTypes() {
+	for _, typ := range xdsapi.ResourceTypes() {
 		if len(call.res[typ]) != 1 || call.res[typ][0].GetTypeUrl() != typ {
 			t.Fatalf("%s: %v", typ, call.res[typ])
 		}
@@ -321,7 +322,7 @@ func TestCacheRoundTrip(t *testing.T) {
 		t.Fatalf("applied %s from cache, want %s", got[0], want.version)
 	}
 	cached := rec2.call(0)
-	for _, typ := range resourceTypes() {
+	for _, typ := range xdsapi.ResourceTypes() {
 		if len(cached.res[typ]) != len(want.res[typ]) {
 			t.Fatalf("%s: %d resources from cache, want %d", typ, len(cached.res[typ]), len(want.res[typ]))
 		}

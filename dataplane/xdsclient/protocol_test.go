@@ -122,7 +122,7 @@ func (e *scriptedEnv) send(typ, version string) string {
 func (e *scriptedEnv) sendAll(version string) map[string]string {
 	e.t.Helper()
 	nonces := map[string]string{}
-	for _, typ := range resourceTypes() {
+	for _, typ := range xdsapi.ResourceTypes() {
 		nonces[typ] = e.send(typ, version)
 	}
 	return nonces
@@ -190,7 +190,7 @@ func TestProtocolExchange(t *testing.T) {
 			t.Fatalf("initial request %d = %v", i, r)
 		}
 	}
-	if want := resourceTypes(); !slices.Equal(order, want[:]) {
+	if want := xdsapi.ResourceTypes(); !slices.Equal(order, want[:]) {
 		t.Fatalf("request order %v, want %v", order, want)
 	}
 
@@ -248,7 +248,7 @@ func TestProtocolExchange(t *testing.T) {
 
 	// The running version again (a revert) is ACKed without an Apply,
 	// type by type.
-	for _, typ := range resourceTypes() {
+	for _, typ := range xdsapi.ResourceTypes() {
 		nonce := env.send(typ, "v2")
 		r := env.recv()
 		if r.GetTypeUrl() != typ || r.GetVersionInfo() != "v2" || r.GetResponseNonce() != nonce || r.GetErrorDetail() != nil {

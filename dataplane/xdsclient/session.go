@@ -114,7 +114,7 @@ type session struct {
 // the node already runs its version (from the cache or an earlier stream):
 // every type is then acked on this stream.
 func (s *session) subscribe() error {
-	for i, t := range resourceTypes() {
+	for i, t := range xdsapi.ResourceTypes() {
 		req := &discovery.DiscoveryRequest{TypeUrl: t}
 		if i == 0 {
 			req.Node = s.node
@@ -148,13 +148,13 @@ func (s *session) send(req *discovery.DiscoveryRequest) error {
 // server sends that type at the newest version too.
 func (s *session) handle(ctx context.Context, resp *discovery.DiscoveryResponse) error {
 	t, v := resp.GetTypeUrl(), resp.GetVersionInfo()
-	if !knownType(t) {
+	if !xdsapi.IsResourceType(t) {
 		s.c.log.Warn("ignoring a response of an unexpected type", "type", t)
 		return nil
 	}
 	s.c.log.Debug("received", "type", t, "version", v, "resources", len(resp.GetResources()))
 	s.pending[t] = resp
-	for _, u := range resourceTypes() {
+	for _, u := range xdsapi.ResourceTypes() {
 		p, ok := s.pending[u]
 		if !ok || p.GetVersionInfo() == v {
 			continue
@@ -165,7 +165,7 @@ func (s *session) handle(ctx context.Context, resp *discovery.DiscoveryResponse)
 		}
 	}
 
-	complete := len(s.pending) == numTypes
+	complete := len(s.pending) == xdsapi.NumResourceTypes
 	if !complete && !(s.c.hasApplied && v == s.c.applied) {
 		return nil
 	}
@@ -196,7 +196,7 @@ func (s *session) handle(ctx context.Context, resp *discovery.DiscoveryResponse)
 
 // ackAll ACKs every pending response.
 func (s *session) ackAll(v string) error {
-	for _, t := range resourceTypes() {
+	for _, t := range xdsapi.ResourceTypes() {
 		p, ok := s.pending[t]
 		if !ok {
 			continue
@@ -212,7 +212,7 @@ func (s *session) ackAll(v string) error {
 // nackAll NACKs every pending response: the running version plus the
 // reason.
 func (s *session) nackAll(v, msg string) error {
-	for _, t := range resourceTypes() {
+	for _, t := range xdsapi.ResourceTypes() {
 		p, ok := s.pending[t]
 		if !ok {
 			continue

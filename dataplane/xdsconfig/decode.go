@@ -57,9 +57,7 @@ func Decode(version string, res map[string][]*anypb.Any, opts Options) (cfg *con
 		secrets:     map[string]*tlsv3.Secret{},
 	}
 	for _, typ := range slices.Sorted(maps.Keys(res)) {
-		switch typ {
-		case resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.SecretType:
-		default:
+		if !xdsapi.IsResourceType(typ) {
 			d.errs = append(d.errs, fmt.Errorf("unknown resource type %q", typ))
 		}
 	}

@@ -117,7 +117,7 @@ func snapshotAnys(t *testing.T, s *model.State, zone string, to translate.Option
 		t.Fatal(err)
 	}
 	out := map[string][]*anypb.Any{}
-	for _, typ := range translate.TypeURLs() {
+	for _, typ := range xdsapi.ResourceTypes() {
 		out[typ] = []*anypb.Any{}
 		for _, r := range snap.GetResources(typ) {
 			out[typ] = append(out[typ], pack(t, r))

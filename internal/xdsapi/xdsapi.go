@@ -6,7 +6,31 @@
 // a field is spelled in exactly one place.
 package xdsapi
 
-import "strings"
+import (
+	"strings"
+
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+)
+
+// NumResourceTypes is how many resource types a dbproxy resource set has.
+const NumResourceTypes = 4
+
+// ResourceTypes returns the type URLs of a dbproxy resource set, in the
+// order the translator hashes them into the version and a node subscribes
+// to and applies them.
+func ResourceTypes() [NumResourceTypes]string {
+	return [NumResourceTypes]string{resource.ClusterType, resource.EndpointType, resource.ListenerType, resource.SecretType}
+}
+
+// IsResourceType reports whether typeURL is one of ResourceTypes.
+func IsResourceType(typeURL string) bool {
+	for _, t := range ResourceTypes() {
+		if t == typeURL {
+			return true
+		}
+	}
+	return false
+}
 
 // ListenerFilterName is the name of the one network filter of every
 // dbproxy listener.
