@@ -11,19 +11,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dbproxy/dbproxy/controlplane"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
-
-// apiCredentials is a credentials file as the control plane writes it
-// (root-credentials.json) or as an operator writes one for another key.
-type apiCredentials struct {
-	AccessKeyID     string `json:"access_key_id"`
-	SecretAccessKey string `json:"secret_access_key"`
-	Region          string `json:"region"`
-	Endpoint        string `json:"endpoint"`
-	CAFile          string `json:"ca_file"`
-}
 
 // runAPI sends one signed request to the admin API and prints the JSON
 // answer: dbproxy api [flags] METHOD PATH [BODY|-].
@@ -50,7 +41,9 @@ func runAPI(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "dbproxy api: --credentials (or $DBPROXY_CREDENTIALS) is required")
 		return 2
 	}
-	var c apiCredentials
+	// A credentials file as the control plane writes it
+	// (root-credentials.json) or as an operator writes one for another key.
+	var c controlplane.RootCredentials
 	b, err := os.ReadFile(*credsPath)
 	if err == nil {
 		err = json.Unmarshal(b, &c)
