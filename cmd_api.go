@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -84,11 +83,6 @@ func runAPI(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	var out json.RawMessage
 	if err := cl.Do(context.Background(), strings.ToUpper(rest[0]), rest[1], body, &out); err != nil {
-		var ae *apiclient.Error
-		if errors.As(err, &ae) {
-			fmt.Fprintf(stderr, "dbproxy api: %v\n", ae)
-			return 1
-		}
 		fmt.Fprintf(stderr, "dbproxy api: %v\n", err)
 		return 1
 	}
