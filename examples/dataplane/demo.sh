@@ -4,10 +4,11 @@
 # through the node with the mariadb command-line client. Everything lives in
 # a temporary directory on free 127.0.0.1 ports and is removed on exit.
 #
-#   bash examples/dataplane/demo.sh [path/to/dbproxy]    (make demo does this)
+#   bash examples/dataplane/demo.sh [path/to/dbproxy]
 #
 # Needs mariadbd, mariadb-install-db and mariadb (Debian: apt-get install
-# mariadb-server mariadb-client). `dbproxy dev` will replace this script.
+# mariadb-server mariadb-client). `make demo` runs the whole system instead
+# (examples/dev/demo.sh: control plane, zone nodes, the admin API).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
