@@ -204,27 +204,9 @@ func (r *Reporter) Run(ctx context.Context) error {
 		d := r.opts.Backoff.Delay(attempt)
 		attempt++
 		r.log.Debug("reconnecting the health stream", "in", d, "attempt", attempt)
-		if err := wait(ctx, r.opts.Backoff, d); err != nil {
+		if err := r.opts.Backoff.Wait(ctx, d); err != nil {
 			return err
 		}
-	}
-}
-
-// wait blocks for d (through b.After when set) or until ctx ends.
-func wait(ctx context.Context, b xdsclient.Backoff, d time.Duration) error {
-	var c <-chan time.Time
-	if b.After != nil {
-		c = b.After(d)
-	} else {
-		t := time.NewTimer(d)
-		defer t.Stop()
-		c = t.C
-	}
-	select {
-	case <-c:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

@@ -111,8 +111,9 @@ func (b Backoff) Delay(n int) time.Duration {
 	return time.Duration(b.Rand(int64(limit) + 1))
 }
 
-// wait blocks for d or until ctx ends.
-func (b Backoff) wait(ctx context.Context, d time.Duration) error {
+// Wait blocks for d (through After when set) or until ctx ends, and
+// returns ctx.Err() when ctx ends first.
+func (b Backoff) Wait(ctx context.Context, d time.Duration) error {
 	if b.After != nil {
 		select {
 		case <-b.After(d):
@@ -242,7 +243,7 @@ func (c *Client) Run(ctx context.Context) error {
 		d := c.backoff.Delay(attempt)
 		attempt++
 		c.log.Debug("reconnecting to the control plane", "in", d, "attempt", attempt)
-		if err := c.backoff.wait(ctx, d); err != nil {
+		if err := c.backoff.Wait(ctx, d); err != nil {
 			return err
 		}
 	}

@@ -88,14 +88,14 @@ func TestBackoffUsesInjectedClock(t *testing.T) {
 	var asked []time.Duration
 	b := Backoff{After: func(d time.Duration) <-chan time.Time { asked = append(asked, d); return fire }}
 	done := make(chan error, 1)
-	go func() { done <- b.wait(context.Background(), 42*time.Millisecond) }()
+	go func() { done <- b.Wait(context.Background(), 42*time.Millisecond) }()
 	fire <- time.Time{}
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if err := b.wait(ctx, time.Hour); !errors.Is(err, context.Canceled) {
+	if err := b.Wait(ctx, time.Hour); !errors.Is(err, context.Canceled) {
 		t.Fatalf("wait with done ctx = %v", err)
 	}
 	if len(asked) != 2 || asked[0] != 42*time.Millisecond {
