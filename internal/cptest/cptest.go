@@ -6,6 +6,7 @@ package cptest
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -136,27 +137,17 @@ func (cp *ControlPlane) Do(method, path string, in, out any, h ...apiclient.Head
 func (cp *ControlPlane) NodeCredentials(name string, zones ...string) managed.Credentials {
 	cp.t.Helper()
 	cp.Do("PUT", "/v1/iam/users/"+name, map[string]any{}, nil)
-	var res []string
+	res := []string{}
 	for _, z := range zones {
 		res = append(res, "zone/"+z)
 	}
-	doc := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dbproxy:ReceiveConfig","Resource":%s}]}`, jsonList(res))
+	resJSON, _ := json.Marshal(res)
+	doc := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dbproxy:ReceiveConfig","Resource":%s}]}`, resJSON)
 	cp.Do("PUT", "/v1/iam/policies/"+name, map[string]string{"policy": doc}, nil)
 	cp.Do("PUT", "/v1/iam/users/"+name+"/policies/"+name, map[string]any{}, nil)
 	var key model.AccessKey
 	cp.Do("POST", "/v1/iam/users/"+name+"/access-keys", nil, &key)
 	return managed.Credentials{AccessKeyID: key.ID, SecretAccessKey: key.SecretAccessKey}
-}
-
-func jsonList(ss []string) string {
-	out := "["
-	for i, s := range ss {
-		if i > 0 {
-			out += ","
-		}
-		out += strconv.Quote(s)
-	}
-	return out + "]"
 }
 
 // WaitRollout waits until the nodes of zones serve revision rev and fails
