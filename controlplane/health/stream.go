@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	"github.com/dbproxy/dbproxy/controlplane/xds"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
@@ -136,7 +137,7 @@ func (s *Service) sendSpecifier(st hdsStream) error {
 // once, so that a node that is no longer allowed stops counting.
 func (s *Service) authorize(ctx context.Context, md metadata.MD, info xdsapi.NodeInfo, stream uint64) error {
 	if err := s.auth.Authorize(ctx, md, info); err != nil {
-		err = authStatus(err)
+		err = xds.AuthStatus(err)
 		s.log.Warn("refusing health reports of node", "node", info.ID, "zone", info.Zone, "reason", status.Convert(err).Message())
 		if stream != 0 {
 			s.drop(stream, info)
@@ -144,14 +145,6 @@ func (s *Service) authorize(ctx context.Context, md metadata.MD, info xdsapi.Nod
 		return err
 	}
 	return nil
-}
-
-// authStatus makes sure an authorizer's error is a gRPC status error.
-func authStatus(err error) error {
-	if st, ok := status.FromError(err); ok && st.Code() != codes.OK && st.Code() != codes.Unknown {
-		return err
-	}
-	return status.Error(codes.PermissionDenied, fmt.Sprintf("node not authorized: %v", err))
 }
 
 // openStream numbers a new stream unless the service is closed.

@@ -2,7 +2,6 @@ package xds
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -197,7 +196,7 @@ func (s *Server) onRequest(id int64, r request) (rejected string, err error) {
 		return "", status.Errorf(codes.PermissionDenied, "node identity changed mid-stream (from %q in zone %q to %q in zone %q)", boundNode.ID, boundNode.Zone, info.ID, info.Zone)
 	}
 	if err := s.auth.Authorize(ctx, md, info); err != nil {
-		err = authStatus(err)
+		err = AuthStatus(err)
 		s.log.Warn("refusing node", "node", info.ID, "zone", info.Zone, "reason", status.Convert(err).Message())
 		return "", err
 	}
@@ -264,12 +263,4 @@ func (s *Server) bindLocked(st *streamState, info xdsapi.NodeInfo, now time.Time
 	s.log.Info("node connected", "node", info.ID, "zone", info.Zone, "address", info.Address, "delta", st.delta)
 	s.notifyLocked()
 	return n, replaced, nil
-}
-
-// authStatus makes sure an authorizer's error is a gRPC status error.
-func authStatus(err error) error {
-	if st, ok := status.FromError(err); ok && st.Code() != codes.OK && st.Code() != codes.Unknown {
-		return err
-	}
-	return status.Error(codes.PermissionDenied, fmt.Sprintf("node not authorized: %v", err))
 }

@@ -25,6 +25,7 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
@@ -39,6 +40,16 @@ import (
 // with it.
 type Authorizer interface {
 	Authorize(ctx context.Context, md metadata.MD, node xdsapi.NodeInfo) error
+}
+
+// AuthStatus returns an Authorizer's error as the gRPC status error the
+// stream ends with: err itself when it is a status error with a code other
+// than OK and Unknown, and codes.PermissionDenied naming err otherwise.
+func AuthStatus(err error) error {
+	if st, ok := status.FromError(err); ok && st.Code() != codes.OK && st.Code() != codes.Unknown {
+		return err
+	}
+	return status.Error(codes.PermissionDenied, fmt.Sprintf("node not authorized: %v", err))
 }
 
 // AuthorizerFunc adapts a function to the Authorizer interface.
@@ -315,7 +326,7 @@ func (s *Server) reauthorize() {
 	s.mu.Unlock()
 	for _, st := range streams {
 		if err := s.auth.Authorize(st.ctx, st.md, st.node); err != nil {
-			err = authStatus(err)
+			err = AuthStatus(err)
 			s.log.Warn("ending stream: node no longer authorized", "node", st.node.ID, "zone", st.node.Zone, "reason", status.Convert(err).Message())
 			st.handle.cancel(err)
 		}
