@@ -75,7 +75,7 @@ const (
 
 // ReasonMetadataKey is the key of EndpointHealth.health_metadata that
 // carries why a target is unhealthy (a string).
-const ReasonMetadataKey = "dbproxy.reason"
+const ReasonMetadataKey = xdsapi.HealthReasonMetadataKey
 
 // Defaults of Options.
 const (
@@ -83,9 +83,6 @@ const (
 	// staleFactor times Interval is the default of StaleAfter.
 	staleFactor = 3
 )
-
-// maxReasonLen bounds a stored reason, whatever a node sends.
-const maxReasonLen = 256
 
 // Options configure a Service. Authorizer is required.
 type Options struct {

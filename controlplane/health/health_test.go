@@ -403,7 +403,7 @@ func TestWireFormat(t *testing.T) {
 	noRole := writer("db4", true)
 	noRole.Role = ""
 	long := writer("db5", false)
-	long.Reason = strings.Repeat("é", maxReasonLen)
+	long.Reason = strings.Repeat("é", xdsapi.MaxHealthReasonLen)
 	resp := healthreport.Encode([]healthreport.ProxyHealth{
 		proxy("app", writer("db1", true), writer("db2", false), unchecked, noRole, long),
 		proxy("", writer("orphan", true)),
@@ -423,8 +423,8 @@ func TestWireFormat(t *testing.T) {
 		}
 	}
 	e, ok := got[targetKey{"app", "db5"}]
-	if !ok || len(e.reason) > maxReasonLen || !strings.HasPrefix(long.Reason, e.reason) || e.reason == "" {
-		t.Errorf("long reason not cut cleanly to %d bytes: %d bytes", maxReasonLen, len(e.reason))
+	if !ok || len(e.reason) > xdsapi.MaxHealthReasonLen || !strings.HasPrefix(long.Reason, e.reason) || e.reason == "" {
+		t.Errorf("long reason not cut cleanly to %d bytes: %d bytes", xdsapi.MaxHealthReasonLen, len(e.reason))
 	}
 	if _, ok := got[targetKey{"app", "db3"}]; ok {
 		t.Error("an unchecked target was recorded")

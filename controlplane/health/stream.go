@@ -279,7 +279,7 @@ func decode(resp *hds.EndpointHealthResponse) (map[targetKey]entry, int) {
 				case core.HealthStatus_HEALTHY:
 					e.healthy = true
 				case core.HealthStatus_UNHEALTHY, core.HealthStatus_TIMEOUT, core.HealthStatus_DRAINING:
-					e.reason = truncate(eh.GetHealthMetadata().GetFields()[ReasonMetadataKey].GetStringValue(), maxReasonLen)
+					e.reason = xdsapi.TruncateHealthReason(eh.GetHealthMetadata().GetFields()[ReasonMetadataKey].GetStringValue())
 				default:
 					continue
 				}
@@ -290,17 +290,6 @@ func decode(resp *hds.EndpointHealthResponse) (map[targetKey]entry, int) {
 		}
 	}
 	return out, skipped
-}
-
-// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n]
 }
 
 // endpointAddr returns an endpoint's host:port ("" when absent).

@@ -34,9 +34,8 @@ import (
 )
 
 // ReasonMetadataKey is the key of EndpointHealth.health_metadata that
-// carries why a target is unhealthy. It must equal
-// controlplane/health.ReasonMetadataKey (a test checks it).
-const ReasonMetadataKey = "dbproxy.reason"
+// carries why a target is unhealthy.
+const ReasonMetadataKey = xdsapi.HealthReasonMetadataKey
 
 // Defaults of Options.
 const (
@@ -49,8 +48,6 @@ const (
 	defaultInterval = time.Second
 	// minInterval bounds how often a control plane can make a node report.
 	minInterval = 10 * time.Millisecond
-	// maxReasonLen bounds the reason sent for an unhealthy target.
-	maxReasonLen = 256
 )
 
 // Options configure a Reporter. Target, Node.ID, Token and Snapshot are
@@ -447,20 +444,9 @@ func endpointHealth(t TargetHealth) *hds.EndpointHealth {
 		eh.HealthStatus = core.HealthStatus_UNHEALTHY
 		if t.Reason != "" {
 			eh.HealthMetadata = &structpb.Struct{Fields: map[string]*structpb.Value{
-				ReasonMetadataKey: structpb.NewStringValue(truncate(t.Reason, maxReasonLen)),
+				ReasonMetadataKey: structpb.NewStringValue(xdsapi.TruncateHealthReason(t.Reason)),
 			}}
 		}
 	}
 	return eh
-}
-
-// truncate cuts s to at most n bytes without splitting a UTF-8 sequence.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	for n > 0 && s[n]&0xC0 == 0x80 {
-		n--
-	}
-	return s[:n]
 }
