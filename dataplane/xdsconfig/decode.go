@@ -398,21 +398,21 @@ func validateListener(name string, c xdsapi.ListenerConfig) error {
 	return errors.Join(errs...)
 }
 
-// missing returns what listener l needs and the set lacks.
-func (d *decoder) missing(l decodedListener) []string {
-	var out []string
+// complete reports whether the set has everything listener l needs: its
+// cluster, its load assignment and its secrets.
+func (d *decoder) complete(l decodedListener) bool {
 	if _, ok := d.clusters[l.cfg.Cluster]; !ok {
-		out = append(out, "cluster "+l.cfg.Cluster)
+		return false
 	}
 	if _, ok := d.assignments[l.cfg.Cluster]; !ok {
-		out = append(out, "cluster load assignment "+l.cfg.Cluster)
+		return false
 	}
 	for _, s := range l.cfg.SecretNames() {
 		if _, ok := d.secrets[s]; !ok {
-			out = append(out, "secret "+s)
+			return false
 		}
 	}
-	return out
+	return true
 }
 
 // build assembles the configuration from the active listeners.
@@ -421,7 +421,7 @@ func (d *decoder) build(version string, opts Options) (*config.Config, []string,
 	byProxy := map[string][]decodedListener{}
 	var skipped []string
 	for _, l := range d.listeners {
-		if len(d.missing(l)) > 0 {
+		if !d.complete(l) {
 			skipped = append(skipped, l.name)
 			continue
 		}
