@@ -98,13 +98,12 @@ func Resources(state *model.State, node xdsapi.NodeInfo, opts Options) (map[reso
 			return nil, "", err
 		}
 	}
-	if opts.NodeTLS != nil && len(b.listeners) > 0 {
+	if opts.NodeTLS != nil && len(b.out[resource.ListenerType]) > 0 {
 		b.out[resource.SecretType] = append(b.out[resource.SecretType], MakeNodeTLSSecret(*opts.NodeTLS))
 	}
 	for _, name := range slices.Sorted(maps.Keys(b.secrets)) {
 		b.out[resource.SecretType] = append(b.out[resource.SecretType], MakeDBSecret(b.secrets[name]))
 	}
-	b.out[resource.ListenerType] = b.listeners
 	res := map[resource.Type][]types.Resource{}
 	for _, typ := range xdsapi.ResourceTypes() {
 		rs := b.out[typ]
@@ -198,11 +197,10 @@ func index(s *model.State) stateIndex {
 }
 
 type builder struct {
-	node      xdsapi.NodeInfo
-	opts      Options
-	ix        stateIndex
-	out       map[resource.Type][]types.Resource
-	listeners []types.Resource
+	node xdsapi.NodeInfo
+	opts Options
+	ix   stateIndex
+	out  map[resource.Type][]types.Resource
 	// ports maps each port in use to the listener using it.
 	ports   map[int]string
 	secrets map[string]model.Secret
@@ -274,7 +272,7 @@ func (b *builder) addProxy(p model.Proxy) error {
 		if err != nil {
 			return fmt.Errorf("listener %s: %w", name, err)
 		}
-		b.listeners = append(b.listeners, l)
+		b.out[resource.ListenerType] = append(b.out[resource.ListenerType], l)
 		listeners++
 	}
 	if listeners > 0 {
