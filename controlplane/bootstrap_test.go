@@ -21,9 +21,9 @@ import (
 func TestRootKeyIsNeverCommittedWithoutItsFile(t *testing.T) {
 	dir := t.TempDir()
 	opts := controlplane.Options{DataDir: dir, APIAddress: "127.0.0.1:0", XDSAddress: "127.0.0.1:0", Logger: mysqltest.TestLogger(t)}
-	// A directory where the temporary credentials file goes makes the
-	// write fail.
-	blocker := filepath.Join(dir, controlplane.RootCredentialsFile+".tmp")
+	// A directory where the credentials file goes makes the write fail
+	// (the rename of the written file onto it).
+	blocker := filepath.Join(dir, controlplane.RootCredentialsFile)
 	if err := os.MkdirAll(blocker, 0o700); err != nil {
 		t.Fatal(err)
 	}

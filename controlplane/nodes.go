@@ -10,6 +10,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/dbproxy/dbproxy/internal/atomicfile"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
@@ -48,7 +49,7 @@ func saveNodes(dir string, nodes []xdsapi.NodeInfo) error {
 	if err != nil {
 		return err
 	}
-	return writeFile0600(filepath.Join(dir, NodesFile), b)
+	return atomicfile.Write(filepath.Join(dir, NodesFile), b, 0o600)
 }
 
 // keepNodes saves the connected set whenever it changed, until ctx ends.
