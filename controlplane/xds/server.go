@@ -61,7 +61,10 @@ func (f AuthorizerFunc) Authorize(ctx context.Context, md metadata.MD, node xdsa
 }
 
 // BuildFunc builds the snapshot a node should have now and the store
-// revision it was built from.
+// revision it was built from. The server never writes a snapshot it is
+// given except for its lazily built version map (publishing reads it), so
+// a snapshot returned for several nodes must have had ConstructVersionMap
+// called before it is shared.
 type BuildFunc func(ctx context.Context, node xdsapi.NodeInfo) (snap *cache.Snapshot, revision uint64, err error)
 
 // Options configure a Server. Authorizer and Build are required.
