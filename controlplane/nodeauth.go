@@ -118,8 +118,8 @@ func (a *nodeAuthorizer) Authorize(ctx context.Context, md metadata.MD, node xds
 	if err != nil {
 		return status.Errorf(codes.Internal, "read the policies of user %s: %v", key.User, err)
 	}
-	resource := "zone/" + node.Zone
-	if d := iam.Evaluate(policies, "dbproxy:ReceiveConfig", resource); d != iam.Allow {
+	resource := iam.ZoneResource(node.Zone)
+	if d := iam.Evaluate(policies, iam.ActionReceiveConfig, resource); d != iam.Allow {
 		return status.Errorf(codes.PermissionDenied, "user %s is not allowed dbproxy:ReceiveConfig on %s (%s)", key.User, resource, d)
 	}
 	return nil
