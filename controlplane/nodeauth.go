@@ -22,9 +22,6 @@ import (
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
-// NodeTokenAction is the Action of a node's presigned token.
-const NodeTokenAction = "ReceiveConfig"
-
 // nodeAuthorizer checks a node's presigned token, that the token names the
 // node id and zone the request names, and that the key's user may
 // dbproxy:ReceiveConfig on zone/<zone>. It reads the key and the policies
@@ -85,13 +82,13 @@ func (a *nodeAuthorizer) Authorize(ctx context.Context, md metadata.MD, node xds
 	if err != nil {
 		return status.Error(codes.Unauthenticated, tokenProblem(err))
 	}
-	if tok.Action != NodeTokenAction {
-		return status.Errorf(codes.PermissionDenied, "the token is for action %q, not %s", tok.Action, NodeTokenAction)
+	if tok.Action != xdsapi.NodeTokenAction {
+		return status.Errorf(codes.PermissionDenied, "the token is for action %q, not %s", tok.Action, xdsapi.NodeTokenAction)
 	}
-	if id := tok.Params.Get("NodeId"); id != node.ID {
+	if id := tok.Params.Get(xdsapi.NodeTokenNodeParam); id != node.ID {
 		return status.Errorf(codes.PermissionDenied, "the token was issued for node id %q, but the request names node %q", id, node.ID)
 	}
-	if z := tok.Params.Get("Zone"); z != node.Zone {
+	if z := tok.Params.Get(xdsapi.NodeTokenZoneParam); z != node.Zone {
 		return status.Errorf(codes.PermissionDenied, "the token was issued for zone %q, but the request names zone %q", z, node.Zone)
 	}
 	if node.Zone == "" {

@@ -13,7 +13,6 @@ import (
 
 	"google.golang.org/protobuf/types/known/anypb"
 
-	"github.com/dbproxy/dbproxy/controlplane"
 	"github.com/dbproxy/dbproxy/controlplane/pki"
 	"github.com/dbproxy/dbproxy/dataplane/xdsclient"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
@@ -103,7 +102,7 @@ func TestNodeWithAWildcardAddressIsRefused(t *testing.T) {
 	c, err := xdsclient.New(xdsclient.Options{
 		Target: cp.XDSAddr(), TLS: tlsCfg, Node: node,
 		Token: func(ctx context.Context) (string, error) {
-			return sigv4.Presign(ctx, cp.XDSAddr(), controlplane.NodeTokenAction, url.Values{"NodeId": {node.ID}, "Zone": {node.Zone}},
+			return sigv4.Presign(ctx, cp.XDSAddr(), xdsapi.NodeTokenAction, url.Values{"NodeId": {node.ID}, "Zone": {node.Zone}},
 				sigv4.ServiceAPI, "", 15*time.Minute, sigv4.Credentials{AccessKeyID: creds.AccessKeyID, SecretAccessKey: creds.SecretAccessKey}, time.Now())
 		},
 		Apply: func(context.Context, string, map[string][]*anypb.Any) error {

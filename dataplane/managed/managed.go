@@ -32,12 +32,6 @@ import (
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
-// TokenAction is the Action of a node token; the control plane checks it.
-const TokenAction = "ReceiveConfig"
-
-// tokenLifetime is how long a node token is valid.
-const tokenLifetime = 15 * time.Minute
-
 // Credentials is a node's credentials file: an access key (the control
 // plane's root-credentials.json has the same fields).
 type Credentials struct {
@@ -93,6 +87,7 @@ type Node struct {
 	opts   Options
 	log    hclog.Logger
 	node   *node.Node
+	info   xdsapi.NodeInfo
 	client *xdsclient.Client
 	health *healthreport.Reporter
 }
@@ -151,6 +146,7 @@ func New(opts Options) (*Node, error) {
 		cacheFile = filepath.Join(opts.CacheDir, "config-"+url.PathEscape(opts.Zone)+"-"+url.PathEscape(opts.NodeID)+".bin")
 	}
 	info := xdsapi.NodeInfo{ID: opts.NodeID, Zone: opts.Zone, Address: opts.Address, ListenHost: opts.ListenHost}
+	m.info = info
 	m.client, err = xdsclient.New(xdsclient.Options{
 		Target:    opts.ControlPlane,
 		TLS:       tlsCfg,
@@ -186,10 +182,7 @@ func cacheKey(secret string) []byte {
 
 // token signs a fresh node token.
 func (m *Node) token(ctx context.Context) (string, error) {
-	params := url.Values{}
-	params.Set("NodeId", m.opts.NodeID)
-	params.Set("Zone", m.opts.Zone)
-	return sigv4.Presign(ctx, m.opts.ControlPlane, TokenAction, params, sigv4.ServiceAPI, m.opts.Region, tokenLifetime,
+	return xdsapi.NodeToken(ctx, m.opts.ControlPlane, m.info, m.opts.Region,
 		sigv4.Credentials{AccessKeyID: m.opts.Credentials.AccessKeyID, SecretAccessKey: m.opts.Credentials.SecretAccessKey}, m.opts.Now())
 }
 

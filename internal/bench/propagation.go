@@ -11,7 +11,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -575,10 +574,7 @@ func startClients(ctx context.Context, n int, cp *cpProc, logPath string) (*xdsC
 			TLS:    tlsCfg.Clone(),
 			Node:   xdsapi.NodeInfo{ID: id, Zone: zone, Address: addr, ListenHost: addr},
 			Token: func(ctx context.Context) (string, error) {
-				params := url.Values{}
-				params.Set("NodeId", id)
-				params.Set("Zone", zone)
-				return sigv4.Presign(ctx, cp.xdsAddr, managed.TokenAction, params, sigv4.ServiceAPI, cp.creds.Region, 15*time.Minute, creds, time.Now())
+				return xdsapi.NodeToken(ctx, cp.xdsAddr, xdsapi.NodeInfo{ID: id, Zone: zone}, cp.creds.Region, creds, time.Now())
 			},
 			Apply: func(_ context.Context, version string, res map[string][]*anypb.Any) error {
 				fc.applies.Add(1)
