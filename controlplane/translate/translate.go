@@ -24,8 +24,9 @@ import (
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
-// Defaults for model fields left unset (zero). They match the model's
-// Normalize methods and the data plane's config.ApplyDefaults.
+// DefaultMaxClientConnections is what a proxy's max_client_connections of 0
+// means (the model keeps the 0; the API documents it): the data plane's
+// config.DefaultMaxClientConnections.
 const (
 	DefaultMaxClientConnections = 20000
 )
