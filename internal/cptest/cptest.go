@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"net"
 	"path/filepath"
@@ -36,7 +37,15 @@ type ControlPlane struct {
 	// control plane is stopped.
 	CA   []byte
 	opts controlplane.Options
+	log  io.Writer
 	t    testing.TB
+}
+
+// Options configure StartOptions.
+type Options struct {
+	// Log, when set, receives every line the control plane and its nodes
+	// log, at trace level, instead of the test log.
+	Log io.Writer
 }
 
 // ZoneHost returns the loopback address of the nodes of the i-th zone
@@ -47,17 +56,31 @@ func ZoneHost(i int) string { return fmt.Sprintf("127.0.%d.1", i+1) }
 // free on the loopback addresses of zones a-c.
 func Start(t testing.TB) *ControlPlane {
 	t.Helper()
+	return StartOptions(t, Options{})
+}
+
+// StartOptions starts a control plane configured by opts.
+func StartOptions(t testing.TB, opts Options) *ControlPlane {
+	t.Helper()
 	lo, hi := freePortBlock(t, 40)
-	cp := &ControlPlane{t: t, Dir: t.TempDir()}
+	cp := &ControlPlane{t: t, Dir: t.TempDir(), log: opts.Log}
 	cp.opts = controlplane.Options{
 		DataDir: cp.Dir, APIAddress: "127.0.0.1:0", XDSAddress: "127.0.0.1:0",
-		PortMin: lo, PortMax: hi, Logger: mysqltest.TestLogger(t).Named("controlplane"),
+		PortMin: lo, PortMax: hi, Logger: cp.logger("controlplane"),
 	}
 	cp.start()
 	// Restarts keep the addresses.
 	cp.opts.APIAddress, cp.opts.XDSAddress = cp.APIAddr(), cp.XDSAddr()
 	t.Cleanup(cp.Stop)
 	return cp
+}
+
+// logger returns the logger of a part of the test fleet.
+func (cp *ControlPlane) logger(name string) hclog.Logger {
+	if cp.log == nil {
+		return mysqltest.TestLogger(cp.t).Named(name)
+	}
+	return hclog.New(&hclog.LoggerOptions{Name: name, Output: cp.log, Level: hclog.Trace, DisableTime: true})
 }
 
 func (cp *ControlPlane) start() {
@@ -196,7 +219,7 @@ func (cp *ControlPlane) StartNode(opts NodeOptions) *Node {
 	if opts.CacheDir == "" {
 		opts.CacheDir = filepath.Join(cp.t.TempDir(), "cache")
 	}
-	log := mysqltest.TestLogger(cp.t).Named("node-" + opts.ID)
+	log := cp.logger("node-" + opts.ID)
 	m, err := managed.New(managed.Options{
 		ControlPlane: cp.opts.XDSAddress, CAPEM: cp.CA, NodeID: opts.ID, Zone: opts.Zone,
 		Credentials: opts.Credentials, ListenHost: opts.Host, CacheDir: opts.CacheDir,
