@@ -309,11 +309,8 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 	for _, ec := range pc.Endpoints {
 		ln, err := n.opts.Listen("tcp", ec.Address)
 		if err != nil {
-			// Close the listeners opened so far here: an endpoint's
-			// Serve may not have started yet, so Drain cannot be
-			// relied on to close them before a restore binds the same
-			// addresses.
-			rp.stopAccepting()
+			// Closes the listeners opened so far, so that a restore
+			// can bind the same addresses.
 			n.stopProxy(context.Background(), rp)
 			return nil, fmt.Errorf("listen on %s: %w", ec.Address, err)
 		}
@@ -344,6 +341,10 @@ func allSHA2(auth []config.Auth) bool {
 }
 
 func (n *Node) stopProxy(ctx context.Context, rp *runningProxy) {
+	// The node closes the listeners itself: an endpoint whose Serve has
+	// not started yet would close its listener only once it does, after
+	// the node said the proxy stopped.
+	rp.stopAccepting()
 	for _, e := range rp.endpoints {
 		e.ep.Drain(ctx)
 	}

@@ -128,7 +128,8 @@ type endpointMetrics struct {
 	total         [2]prometheus.Counter
 }
 
-// Serve accepts connections on ln until Close.
+// Serve accepts connections on ln until Close or Drain; it then returns
+// nil.
 func (e *Endpoint) Serve(ln net.Listener) error {
 	e.mu.Lock()
 	if e.mu.closed || e.mu.draining {
@@ -136,7 +137,7 @@ func (e *Endpoint) Serve(ln net.Listener) error {
 		// this endpoint's to close.
 		e.mu.Unlock()
 		ln.Close()
-		return net.ErrClosed
+		return nil
 	}
 	e.mu.ln = ln
 	e.mu.Unlock()
