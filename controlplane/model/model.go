@@ -29,37 +29,6 @@ var Kinds = []string{KindSecret, KindProxy, KindTargetGroup, KindTarget, KindEnd
 // encrypted at rest.
 var SensitiveKinds = []string{KindSecret, KindAccessKey}
 
-// Engine families.
-const EngineMySQL = "MYSQL"
-
-// Target roles as declared.
-const (
-	RoleAuto   = "AUTO"
-	RoleWriter = "WRITER"
-	RoleReader = "READER"
-)
-
-// Endpoint target roles.
-const (
-	TargetRoleReadWrite = "READ_WRITE"
-	TargetRoleReadOnly  = "READ_ONLY"
-)
-
-// IAM auth modes.
-const (
-	IAMAuthDisabled = "DISABLED"
-	IAMAuthRequired = "REQUIRED"
-)
-
-// Client password auth types (the names RDS Proxy uses).
-const (
-	AuthNativePassword      = "MYSQL_NATIVE_PASSWORD"
-	AuthCachingSHA2Password = "MYSQL_CACHING_SHA2_PASSWORD"
-)
-
-// PinningFilterExcludeVariableSets is the one session pinning filter.
-const PinningFilterExcludeVariableSets = "EXCLUDE_VARIABLE_SETS"
-
 // Access key states.
 const (
 	KeyActive   = "Active"

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/dbproxy/dbproxy/internal/vocab"
 )
 
 // FieldError is one invalid field. Field is the JSON path of the field
@@ -106,7 +108,7 @@ func (s *Secret) Validate(requirePassword bool) error {
 // Normalize applies defaults to unset fields.
 func (p *Proxy) Normalize() {
 	if p.EngineFamily == "" {
-		p.EngineFamily = EngineMySQL
+		p.EngineFamily = vocab.EngineMySQL
 	}
 	if p.IdleClientTimeout == 0 {
 		p.IdleClientTimeout = 1800
@@ -114,10 +116,10 @@ func (p *Proxy) Normalize() {
 	for i := range p.Auth {
 		a := &p.Auth[i]
 		if a.IAMAuth == "" {
-			a.IAMAuth = IAMAuthDisabled
+			a.IAMAuth = vocab.IAMAuthDisabled
 		}
 		if a.ClientPasswordAuthType == "" {
-			a.ClientPasswordAuthType = AuthNativePassword
+			a.ClientPasswordAuthType = vocab.AuthNativePassword
 		}
 	}
 	if p.Zones == nil {
@@ -129,7 +131,7 @@ func (p *Proxy) Normalize() {
 func (p *Proxy) Validate() error {
 	var es FieldErrors
 	checkName(&es, "name", p.Name, proxyNameRE, "proxy name (a letter, then letters, digits and single hyphens, at most 63)")
-	if p.EngineFamily != EngineMySQL {
+	if p.EngineFamily != vocab.EngineMySQL {
 		es.add("engine_family", "must be MYSQL, got %q", p.EngineFamily)
 	}
 	checkZones(&es, "zones", p.Zones, true)
@@ -145,11 +147,11 @@ func (p *Proxy) Validate() error {
 			es.add(f+".secret", "secret %q is listed twice", a.Secret)
 		}
 		seen[a.Secret] = true
-		if a.IAMAuth != IAMAuthDisabled && a.IAMAuth != IAMAuthRequired {
+		if a.IAMAuth != vocab.IAMAuthDisabled && a.IAMAuth != vocab.IAMAuthRequired {
 			es.add(f+".iam_auth", "must be DISABLED or REQUIRED, got %q", a.IAMAuth)
 		}
-		if a.ClientPasswordAuthType != AuthNativePassword && a.ClientPasswordAuthType != AuthCachingSHA2Password {
-			es.add(f+".client_password_auth_type", "must be %s or %s, got %q", AuthNativePassword, AuthCachingSHA2Password, a.ClientPasswordAuthType)
+		if a.ClientPasswordAuthType != vocab.AuthNativePassword && a.ClientPasswordAuthType != vocab.AuthCachingSHA2Password {
+			es.add(f+".client_password_auth_type", "must be %s or %s, got %q", vocab.AuthNativePassword, vocab.AuthCachingSHA2Password, a.ClientPasswordAuthType)
 		}
 	}
 	// RDS Proxy allows 1 second to 8 hours.
@@ -201,7 +203,7 @@ func (g *TargetGroup) Validate() error {
 		es.add(f+"init_query", "must be at most 4096 bytes")
 	}
 	for i, s := range pc.SessionPinningFilters {
-		if s != PinningFilterExcludeVariableSets {
+		if s != vocab.PinningFilterExcludeVariableSets {
 			es.add(fmt.Sprintf("%ssession_pinning_filters[%d]", f, i), "must be EXCLUDE_VARIABLE_SETS, got %q", s)
 		}
 	}
@@ -211,7 +213,7 @@ func (g *TargetGroup) Validate() error {
 // Normalize applies defaults to unset fields.
 func (t *Target) Normalize() {
 	if t.Role == "" {
-		t.Role = RoleAuto
+		t.Role = vocab.RoleAuto
 	}
 	if t.Port == 0 {
 		t.Port = 3306
@@ -231,7 +233,7 @@ func (t *Target) Validate() error {
 		checkZones(&es, "zone", []string{t.Zone}, false)
 	}
 	switch t.Role {
-	case RoleAuto, RoleWriter, RoleReader:
+	case vocab.RoleAuto, vocab.RoleWriter, vocab.RoleReader:
 	default:
 		es.add("role", "must be AUTO, WRITER or READER, got %q", t.Role)
 	}
@@ -241,7 +243,7 @@ func (t *Target) Validate() error {
 // Normalize applies defaults to unset fields.
 func (e *Endpoint) Normalize() {
 	if e.TargetRole == "" {
-		e.TargetRole = TargetRoleReadWrite
+		e.TargetRole = vocab.TargetRoleReadWrite
 	}
 	if e.Zones == nil {
 		e.Zones = []string{}
@@ -256,7 +258,7 @@ func (e *Endpoint) Validate() error {
 	if e.Name == DefaultEndpoint {
 		es.add("name", "%q is the proxy's own endpoint; choose another name", DefaultEndpoint)
 	}
-	if e.TargetRole != TargetRoleReadWrite && e.TargetRole != TargetRoleReadOnly {
+	if e.TargetRole != vocab.TargetRoleReadWrite && e.TargetRole != vocab.TargetRoleReadOnly {
 		es.add("target_role", "must be READ_WRITE or READ_ONLY, got %q", e.TargetRole)
 	}
 	checkZones(&es, "zones", e.Zones, false)

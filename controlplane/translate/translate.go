@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dbproxy/dbproxy/controlplane/model"
+	"github.com/dbproxy/dbproxy/internal/vocab"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
@@ -215,8 +216,8 @@ func (b *builder) addProxy(p model.Proxy) error {
 	if !model.HasZone(p.Zones, b.node.Zone) {
 		return nil
 	}
-	if p.EngineFamily != model.EngineMySQL {
-		return fmt.Errorf("%w: proxy %s: engine family %q is not %s", ErrInvalidState, p.Name, p.EngineFamily, model.EngineMySQL)
+	if p.EngineFamily != vocab.EngineMySQL {
+		return fmt.Errorf("%w: proxy %s: engine family %q is not %s", ErrInvalidState, p.Name, p.EngineFamily, vocab.EngineMySQL)
 	}
 	if len(p.Auth) == 0 {
 		return fmt.Errorf("%w: proxy %s: no auth blocks", ErrInvalidState, p.Name)
@@ -244,7 +245,7 @@ func (b *builder) addProxy(p model.Proxy) error {
 		name, role string
 		port       int
 	}
-	eps := []ep{{model.DefaultEndpoint, model.TargetRoleReadWrite, p.Port}}
+	eps := []ep{{model.DefaultEndpoint, vocab.TargetRoleReadWrite, p.Port}}
 	for _, e := range b.ix.endpoints[p.Name] {
 		if e.Name == model.DefaultEndpoint {
 			return fmt.Errorf("%w: endpoint %s/%s: the name is taken by the proxy's own endpoint", ErrInvalidState, p.Name, e.Name)

@@ -26,6 +26,7 @@ import (
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 
 	"github.com/dbproxy/dbproxy/controlplane/model"
+	"github.com/dbproxy/dbproxy/internal/vocab"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
@@ -47,27 +48,27 @@ func fixture() *model.State {
 			{Name: "app", Zones: []string{"a", "b"}, Port: 6033, RequireTLS: true, DebugLogging: true, MaxClientConnections: 500,
 				Auth: []model.Auth{
 					{Secret: "app-user"},
-					{Secret: "admin", IAMAuth: model.IAMAuthRequired, ClientPasswordAuthType: model.AuthCachingSHA2Password},
+					{Secret: "admin", IAMAuth: vocab.IAMAuthRequired, ClientPasswordAuthType: vocab.AuthCachingSHA2Password},
 				}},
 			{Name: "beta", Zones: []string{"c"}, Port: 7000, IdleClientTimeout: 60, Auth: []model.Auth{{Secret: "beta-user"}}},
-			{Name: "gamma", EngineFamily: model.EngineMySQL, Zones: []string{"a", "c"}, Port: 7100, Auth: []model.Auth{{Secret: "beta-user"}}},
+			{Name: "gamma", EngineFamily: vocab.EngineMySQL, Zones: []string{"a", "c"}, Port: 7100, Auth: []model.Auth{{Secret: "beta-user"}}},
 		},
 		TargetGroups: []model.TargetGroup{{Proxy: "app", Name: model.DefaultTargetGroup, ConnectionPoolConfig: model.PoolConfig{
 			MaxConnectionsPercent: 80, ConnectionBorrowTimeout: 30, InitQuery: "SET time_zone = '+00:00'",
-			SessionPinningFilters: []string{model.PinningFilterExcludeVariableSets},
+			SessionPinningFilters: []string{vocab.PinningFilterExcludeVariableSets},
 		}}},
 		Targets: []model.Target{
-			{Proxy: "app", Name: "w1", Host: "10.0.0.1", Port: 3306, Zone: "a", Role: model.RoleWriter},
-			{Proxy: "app", Name: "r1", Host: "10.0.1.1", Port: 3306, Zone: "b", Role: model.RoleReader},
+			{Proxy: "app", Name: "w1", Host: "10.0.0.1", Port: 3306, Zone: "a", Role: vocab.RoleWriter},
+			{Proxy: "app", Name: "r1", Host: "10.0.1.1", Port: 3306, Zone: "b", Role: vocab.RoleReader},
 			{Proxy: "app", Name: "r2", Host: "10.0.0.2", Port: 3307, Zone: "a"},
 			{Proxy: "app", Name: "r3", Host: "db-r3.internal", Port: 3306},
 			{Proxy: "gamma", Name: "g1", Host: "10.0.2.1", Port: 3306, Zone: "c"},
 		},
 		Endpoints: []model.Endpoint{
-			{Proxy: "app", Name: "reader", TargetRole: model.TargetRoleReadOnly, Port: 6034},
-			{Proxy: "app", Name: "reader-b", TargetRole: model.TargetRoleReadOnly, Zones: []string{"b"}, Port: 6035},
+			{Proxy: "app", Name: "reader", TargetRole: vocab.TargetRoleReadOnly, Port: 6034},
+			{Proxy: "app", Name: "reader-b", TargetRole: vocab.TargetRoleReadOnly, Zones: []string{"b"}, Port: 6035},
 			{Proxy: "app", Name: "writer2", Port: 6036},
-			{Proxy: "gamma", Name: "ro", TargetRole: model.TargetRoleReadOnly, Zones: []string{"c"}, Port: 7101},
+			{Proxy: "gamma", Name: "ro", TargetRole: vocab.TargetRoleReadOnly, Zones: []string{"c"}, Port: 7101},
 		},
 	}
 }
@@ -206,10 +207,10 @@ func TestEndpointContents(t *testing.T) {
 		port uint32
 		role string
 	}{
-		"w1": {"10.0.0.1", 3306, model.RoleWriter},
-		"r1": {"10.0.1.1", 3306, model.RoleReader},
-		"r2": {"10.0.0.2", 3307, model.RoleAuto},
-		"r3": {"db-r3.internal", 3306, model.RoleAuto},
+		"w1": {"10.0.0.1", 3306, vocab.RoleWriter},
+		"r1": {"10.0.1.1", 3306, vocab.RoleReader},
+		"r2": {"10.0.0.2", 3307, vocab.RoleAuto},
+		"r3": {"db-r3.internal", 3306, vocab.RoleAuto},
 	}
 	seen := 0
 	for _, l := range cla.GetEndpoints() {
@@ -239,23 +240,23 @@ func TestListenerContents(t *testing.T) {
 		want                 xdsapi.ListenerConfig
 	}{
 		{"proxy fields and defaults", "a", "app/reader", Options{}, 6034, xdsapi.ListenerConfig{
-			Proxy: "app", Endpoint: "reader", TargetRole: model.TargetRoleReadOnly, Cluster: "app",
+			Proxy: "app", Endpoint: "reader", TargetRole: vocab.TargetRoleReadOnly, Cluster: "app",
 			Auth: []xdsapi.AuthConfig{
-				{Secret: "app-user", IAMAuth: model.IAMAuthDisabled, ClientPasswordAuthType: model.AuthNativePassword},
-				{Secret: "admin", IAMAuth: model.IAMAuthRequired, ClientPasswordAuthType: model.AuthCachingSHA2Password},
+				{Secret: "app-user", IAMAuth: vocab.IAMAuthDisabled, ClientPasswordAuthType: vocab.AuthNativePassword},
+				{Secret: "admin", IAMAuth: vocab.IAMAuthRequired, ClientPasswordAuthType: vocab.AuthCachingSHA2Password},
 			},
 			RequireTLS: true, IdleClientTimeoutSec: 1800, MaxClientConnections: 500, DebugLogging: true,
 		}},
 		{"default endpoint with tls", "c", "beta/default", Options{NodeTLS: testTLS}, 7000, xdsapi.ListenerConfig{
-			Proxy: "beta", Endpoint: "default", TargetRole: model.TargetRoleReadWrite, Cluster: "beta",
-			Auth:                 []xdsapi.AuthConfig{{Secret: "beta-user", IAMAuth: model.IAMAuthDisabled, ClientPasswordAuthType: model.AuthNativePassword}},
+			Proxy: "beta", Endpoint: "default", TargetRole: vocab.TargetRoleReadWrite, Cluster: "beta",
+			Auth:                 []xdsapi.AuthConfig{{Secret: "beta-user", IAMAuth: vocab.IAMAuthDisabled, ClientPasswordAuthType: vocab.AuthNativePassword}},
 			IdleClientTimeoutSec: 60, MaxClientConnections: DefaultMaxClientConnections, TLSSecret: xdsapi.NodeTLSSecret,
 		}},
 		{"endpoint role defaults to read-write", "b", "app/writer2", Options{}, 6036, xdsapi.ListenerConfig{
-			Proxy: "app", Endpoint: "writer2", TargetRole: model.TargetRoleReadWrite, Cluster: "app",
+			Proxy: "app", Endpoint: "writer2", TargetRole: vocab.TargetRoleReadWrite, Cluster: "app",
 			Auth: []xdsapi.AuthConfig{
-				{Secret: "app-user", IAMAuth: model.IAMAuthDisabled, ClientPasswordAuthType: model.AuthNativePassword},
-				{Secret: "admin", IAMAuth: model.IAMAuthRequired, ClientPasswordAuthType: model.AuthCachingSHA2Password},
+				{Secret: "app-user", IAMAuth: vocab.IAMAuthDisabled, ClientPasswordAuthType: vocab.AuthNativePassword},
+				{Secret: "admin", IAMAuth: vocab.IAMAuthRequired, ClientPasswordAuthType: vocab.AuthCachingSHA2Password},
 			},
 			RequireTLS: true, IdleClientTimeoutSec: 1800, MaxClientConnections: 500, DebugLogging: true,
 		}},
@@ -285,7 +286,7 @@ func TestClusterContents(t *testing.T) {
 		want          xdsapi.PoolConfig
 	}{
 		{"a", "app", xdsapi.PoolConfig{MaxConnectionsPercent: 80, MaxIdleConnectionsPercent: 50, ConnectionBorrowTimeoutSec: 30,
-			InitQuery: "SET time_zone = '+00:00'", SessionPinningFilters: []string{model.PinningFilterExcludeVariableSets}}},
+			InitQuery: "SET time_zone = '+00:00'", SessionPinningFilters: []string{vocab.PinningFilterExcludeVariableSets}}},
 		// No target group stored: the defaults.
 		{"c", "beta", xdsapi.PoolConfig{MaxConnectionsPercent: 100, MaxIdleConnectionsPercent: 50, ConnectionBorrowTimeoutSec: 120,
 			SessionPinningFilters: []string{}}},

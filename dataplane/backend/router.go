@@ -6,7 +6,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/dbproxy/dbproxy/dataplane/config"
+	"github.com/dbproxy/dbproxy/internal/vocab"
 )
 
 // ErrNoTarget is returned when no healthy target serves a role before the
@@ -95,7 +95,7 @@ func (r *Router) pickLocked(role string) *Target {
 		if !t.Health().Healthy {
 			continue
 		}
-		if t.Role() == config.RoleWriter {
+		if t.Role() == vocab.RoleWriter {
 			if writer == nil {
 				writer = t
 			}
@@ -107,7 +107,7 @@ func (r *Router) pickLocked(role string) *Target {
 			remote = append(remote, t)
 		}
 	}
-	if role != config.TargetRoleReadOnly {
+	if role != vocab.TargetRoleReadOnly {
 		return writer
 	}
 	for _, set := range [][]*Target{local, remote} {

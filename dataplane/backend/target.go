@@ -17,6 +17,7 @@ import (
 	"github.com/dbproxy/dbproxy/dataplane/metrics"
 	"github.com/dbproxy/dbproxy/dataplane/mysql"
 	"github.com/dbproxy/dbproxy/dataplane/pool"
+	"github.com/dbproxy/dbproxy/internal/vocab"
 )
 
 // DefaultCollation is the collation backend connections log in with
@@ -127,13 +128,13 @@ func (t *Target) Health() Health {
 // Role is the target's effective role: WRITER or READER.
 func (t *Target) Role() string {
 	switch t.opts.Target.Role {
-	case config.RoleWriter, config.RoleReader:
+	case vocab.RoleWriter, vocab.RoleReader:
 		return t.opts.Target.Role
 	}
 	if t.Health().ReadOnly {
-		return config.RoleReader
+		return vocab.RoleReader
 	}
-	return config.RoleWriter
+	return vocab.RoleWriter
 }
 
 // Baseline returns the session variables every new connection starts with
@@ -244,7 +245,7 @@ func (t *Target) check(mc *Conn) (*Conn, error) {
 		t.Pool.SetLimits(maxOpen, maxIdle)
 	}
 	if t.opts.Metrics != nil {
-		for _, role := range []string{config.RoleWriter, config.RoleReader} {
+		for _, role := range []string{vocab.RoleWriter, vocab.RoleReader} {
 			v := 0.0
 			if h.Healthy && t.Role() == role {
 				v = 1

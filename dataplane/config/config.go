@@ -17,6 +17,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/dbproxy/dbproxy/internal/vocab"
 )
 
 // Duration is a time.Duration that reads and writes as a Go duration string
@@ -65,36 +67,6 @@ func durationError(value string) error {
 
 // D returns the value as a time.Duration.
 func (d Duration) D() time.Duration { return time.Duration(d) }
-
-// Target roles.
-const (
-	RoleAuto   = "AUTO"
-	RoleWriter = "WRITER"
-	RoleReader = "READER"
-)
-
-// Endpoint target roles.
-const (
-	TargetRoleReadWrite = "READ_WRITE"
-	TargetRoleReadOnly  = "READ_ONLY"
-)
-
-// IAM auth modes.
-const (
-	IAMAuthDisabled = "DISABLED"
-	IAMAuthRequired = "REQUIRED"
-)
-
-// Client password auth types (names as in RDS Proxy).
-const (
-	AuthNativePassword      = "MYSQL_NATIVE_PASSWORD"
-	AuthCachingSHA2Password = "MYSQL_CACHING_SHA2_PASSWORD"
-)
-
-// Session pinning filters.
-const (
-	PinningFilterExcludeVariableSets = "EXCLUDE_VARIABLE_SETS"
-)
 
 // Config is everything one node serves.
 type Config struct {
@@ -309,7 +281,7 @@ func (c *Config) ApplyDefaults() {
 	for i := range c.Proxies {
 		p := &c.Proxies[i]
 		if p.EngineFamily == "" {
-			p.EngineFamily = "MYSQL"
+			p.EngineFamily = vocab.EngineMySQL
 		}
 		if p.IdleClientTimeout == 0 {
 			p.IdleClientTimeout = Duration(DefaultIdleClientTimeout)
@@ -319,20 +291,20 @@ func (c *Config) ApplyDefaults() {
 		}
 		for j := range p.Auth {
 			if p.Auth[j].IAMAuth == "" {
-				p.Auth[j].IAMAuth = IAMAuthDisabled
+				p.Auth[j].IAMAuth = vocab.IAMAuthDisabled
 			}
 			if p.Auth[j].ClientPasswordAuthType == "" {
-				p.Auth[j].ClientPasswordAuthType = AuthNativePassword
+				p.Auth[j].ClientPasswordAuthType = vocab.AuthNativePassword
 			}
 		}
 		for j := range p.Endpoints {
 			if p.Endpoints[j].TargetRole == "" {
-				p.Endpoints[j].TargetRole = TargetRoleReadWrite
+				p.Endpoints[j].TargetRole = vocab.TargetRoleReadWrite
 			}
 		}
 		for j := range p.Targets {
 			if p.Targets[j].Role == "" {
-				p.Targets[j].Role = RoleAuto
+				p.Targets[j].Role = vocab.RoleAuto
 			}
 			if p.Targets[j].Name == "" {
 				p.Targets[j].Name = p.Targets[j].Addr()
@@ -415,11 +387,11 @@ func (c *Config) Validate() error {
 			if !secrets[a.Secret] {
 				bad(af+".secret", "unknown secret %q", a.Secret)
 			}
-			if a.IAMAuth != IAMAuthDisabled && a.IAMAuth != IAMAuthRequired {
+			if a.IAMAuth != vocab.IAMAuthDisabled && a.IAMAuth != vocab.IAMAuthRequired {
 				bad(af+".iam_auth", "must be DISABLED or REQUIRED, got %q", a.IAMAuth)
 			}
-			if a.ClientPasswordAuthType != AuthNativePassword && a.ClientPasswordAuthType != AuthCachingSHA2Password {
-				bad(af+".client_password_auth_type", "must be %s or %s, got %q", AuthNativePassword, AuthCachingSHA2Password, a.ClientPasswordAuthType)
+			if a.ClientPasswordAuthType != vocab.AuthNativePassword && a.ClientPasswordAuthType != vocab.AuthCachingSHA2Password {
+				bad(af+".client_password_auth_type", "must be %s or %s, got %q", vocab.AuthNativePassword, vocab.AuthCachingSHA2Password, a.ClientPasswordAuthType)
 			}
 		}
 		if len(p.Endpoints) == 0 {
@@ -434,7 +406,7 @@ func (c *Config) Validate() error {
 				bad(ef+".address", "%s is already used by %s", e.Address, prev)
 			}
 			addrs[e.Address] = p.Name + "/" + e.Name
-			if e.TargetRole != TargetRoleReadWrite && e.TargetRole != TargetRoleReadOnly {
+			if e.TargetRole != vocab.TargetRoleReadWrite && e.TargetRole != vocab.TargetRoleReadOnly {
 				bad(ef+".target_role", "must be READ_WRITE or READ_ONLY, got %q", e.TargetRole)
 			}
 		}
@@ -447,7 +419,7 @@ func (c *Config) Validate() error {
 				bad(tf+".port", "must be 1-65535, got %d", t.Port)
 			}
 			switch t.Role {
-			case RoleAuto, RoleWriter, RoleReader:
+			case vocab.RoleAuto, vocab.RoleWriter, vocab.RoleReader:
 			default:
 				bad(tf+".role", "must be AUTO, WRITER or READER, got %q", t.Role)
 			}
@@ -464,7 +436,7 @@ func (c *Config) Validate() error {
 			bad(pf+".connection_borrow_timeout", "must not be negative")
 		}
 		for k, s := range pc.SessionPinningFilters {
-			if s != PinningFilterExcludeVariableSets {
+			if s != vocab.PinningFilterExcludeVariableSets {
 				bad(fmt.Sprintf("%s.session_pinning_filters[%d]", pf, k), "must be EXCLUDE_VARIABLE_SETS, got %q", s)
 			}
 		}

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/dbproxy/dbproxy/internal/vocab"
 )
 
 const minimal = `{
@@ -46,13 +48,13 @@ func TestParseAppliesDefaults(t *testing.T) {
 	if p.EngineFamily != "MYSQL" || p.IdleClientTimeout.D() != DefaultIdleClientTimeout || p.MaxClientConnections != DefaultMaxClientConnections {
 		t.Errorf("proxy defaults: engine %q idle %v max clients %d", p.EngineFamily, p.IdleClientTimeout.D(), p.MaxClientConnections)
 	}
-	if a := p.Auth[0]; a.IAMAuth != IAMAuthDisabled || a.ClientPasswordAuthType != AuthNativePassword {
+	if a := p.Auth[0]; a.IAMAuth != vocab.IAMAuthDisabled || a.ClientPasswordAuthType != vocab.AuthNativePassword {
 		t.Errorf("auth defaults: %+v", a)
 	}
-	if e := p.Endpoints[0]; e.TargetRole != TargetRoleReadWrite {
+	if e := p.Endpoints[0]; e.TargetRole != vocab.TargetRoleReadWrite {
 		t.Errorf("endpoint defaults: %+v", e)
 	}
-	if tg := p.Targets[0]; tg.Role != RoleAuto || tg.Name != "db1.internal:3306" || tg.Addr() != "db1.internal:3306" {
+	if tg := p.Targets[0]; tg.Role != vocab.RoleAuto || tg.Name != "db1.internal:3306" || tg.Addr() != "db1.internal:3306" {
 		t.Errorf("target defaults: %+v", tg)
 	}
 	pc := p.Pool
@@ -60,7 +62,7 @@ func TestParseAppliesDefaults(t *testing.T) {
 		pc.ConnectionBorrowTimeout.D() != DefaultBorrowTimeout || pc.MaxLifetime.D() != DefaultMaxLifetime || pc.IdleCheckAfter.D() != DefaultIdleCheckAfter {
 		t.Errorf("pool defaults: %+v", pc)
 	}
-	if pc.HasPinningFilter(PinningFilterExcludeVariableSets) {
+	if pc.HasPinningFilter(vocab.PinningFilterExcludeVariableSets) {
 		t.Error("pinning filter set by default")
 	}
 }
@@ -94,10 +96,10 @@ func TestParseKeepsExplicitValues(t *testing.T) {
 	if !p.RequireTLS || p.IdleClientTimeout.D() != 90*time.Second || p.MaxClientConnections != 10 {
 		t.Errorf("proxy: %+v", p)
 	}
-	if p.Auth[0].IAMAuth != IAMAuthRequired || p.Auth[0].ClientPasswordAuthType != AuthCachingSHA2Password {
+	if p.Auth[0].IAMAuth != vocab.IAMAuthRequired || p.Auth[0].ClientPasswordAuthType != vocab.AuthCachingSHA2Password {
 		t.Errorf("auth: %+v", p.Auth[0])
 	}
-	if p.Targets[0].Name != "r1" || p.Targets[0].Role != RoleReader || p.Targets[0].Addr() != "10.0.0.2:3307" {
+	if p.Targets[0].Name != "r1" || p.Targets[0].Role != vocab.RoleReader || p.Targets[0].Addr() != "10.0.0.2:3307" {
 		t.Errorf("target: %+v", p.Targets[0])
 	}
 	pc := p.Pool
@@ -105,7 +107,7 @@ func TestParseKeepsExplicitValues(t *testing.T) {
 	if pc.MaxConnectionsPercent != 20 || pc.MaxIdleConnectionsPercent != 20 || pc.ConnectionBorrowTimeout.D() != 90*time.Second {
 		t.Errorf("pool: %+v", pc)
 	}
-	if !pc.HasPinningFilter(PinningFilterExcludeVariableSets) || pc.InitQuery != "SET time_zone = '+00:00'" {
+	if !pc.HasPinningFilter(vocab.PinningFilterExcludeVariableSets) || pc.InitQuery != "SET time_zone = '+00:00'" {
 		t.Errorf("pool: %+v", pc)
 	}
 	if s, ok := c.SecretByName("app"); !ok || s.Password != "pw" {
@@ -157,7 +159,7 @@ func TestValidationErrorsNameTheirField(t *testing.T) {
 		{"proxy without name", func(c *Config) { c.Proxies[0].Name = "" }, "proxies[0].name"},
 		{"duplicate proxy", func(c *Config) {
 			p := c.Proxies[0]
-			p.Endpoints = []Endpoint{{Name: "rw", Address: "127.0.0.1:6034", TargetRole: TargetRoleReadWrite}}
+			p.Endpoints = []Endpoint{{Name: "rw", Address: "127.0.0.1:6034", TargetRole: vocab.TargetRoleReadWrite}}
 			c.Proxies = append(c.Proxies, p)
 		}, "proxies[1].name"},
 		{"engine family", func(c *Config) { c.Proxies[0].EngineFamily = "POSTGRESQL" }, "proxies[0].engine_family"},
@@ -168,7 +170,7 @@ func TestValidationErrorsNameTheirField(t *testing.T) {
 		{"no endpoints", func(c *Config) { c.Proxies[0].Endpoints = nil }, "proxies[0].endpoints"},
 		{"endpoint address", func(c *Config) { c.Proxies[0].Endpoints[0].Address = "6033" }, "proxies[0].endpoints[0].address"},
 		{"duplicate address", func(c *Config) {
-			c.Proxies[0].Endpoints = append(c.Proxies[0].Endpoints, Endpoint{Name: "b", Address: "127.0.0.1:6033", TargetRole: TargetRoleReadOnly})
+			c.Proxies[0].Endpoints = append(c.Proxies[0].Endpoints, Endpoint{Name: "b", Address: "127.0.0.1:6033", TargetRole: vocab.TargetRoleReadOnly})
 		}, "proxies[0].endpoints[1].address"},
 		{"target role of endpoint", func(c *Config) { c.Proxies[0].Endpoints[0].TargetRole = "ANY" }, "proxies[0].endpoints[0].target_role"},
 		{"target host", func(c *Config) { c.Proxies[0].Targets[0].Host = "" }, "proxies[0].targets[0].host"},
@@ -244,8 +246,8 @@ func TestSharedPortZeroAddresses(t *testing.T) {
 	// Several endpoints may ask for a free port (":0"), as tests do.
 	c := mustParse(t, minimal)
 	c.Proxies[0].Endpoints = []Endpoint{
-		{Name: "a", Address: "127.0.0.1:0", TargetRole: TargetRoleReadWrite},
-		{Name: "b", Address: "127.0.0.1:0", TargetRole: TargetRoleReadOnly},
+		{Name: "a", Address: "127.0.0.1:0", TargetRole: vocab.TargetRoleReadWrite},
+		{Name: "b", Address: "127.0.0.1:0", TargetRole: vocab.TargetRoleReadOnly},
 	}
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)

@@ -1,8 +1,8 @@
 package healthreport
 
 import (
-	"github.com/dbproxy/dbproxy/dataplane/config"
 	"github.com/dbproxy/dbproxy/dataplane/node"
+	"github.com/dbproxy/dbproxy/internal/vocab"
 )
 
 // FromNode builds a Snapshot func from a node: every proxy the node serves
@@ -34,7 +34,7 @@ func FromNode(n *node.Node) func() []ProxyHealth {
 				}
 				// Version is set by the first successful check and kept
 				// after failures: it says read_only was seen.
-				if c.Role == config.RoleWriter || c.Role == config.RoleReader || h.Version != "" {
+				if c.Role == vocab.RoleWriter || c.Role == vocab.RoleReader || h.Version != "" {
 					th.Role = t.Role()
 				}
 				ph.Targets = append(ph.Targets, th)

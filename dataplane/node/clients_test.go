@@ -23,10 +23,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
-	"github.com/dbproxy/dbproxy/dataplane/config"
 	"github.com/dbproxy/dbproxy/internal/drivertest"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
 	"github.com/dbproxy/dbproxy/internal/nodetest"
+	"github.com/dbproxy/dbproxy/internal/vocab"
 )
 
 // TestDrivers runs every driver's scenario (PyMySQL, mysqlclient, PDO,
@@ -507,7 +507,7 @@ func TestCachingSHA2(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := nodetest.Config(s)
-			cfg.Proxies[0].Auth[0].ClientPasswordAuthType = config.AuthCachingSHA2Password
+			cfg.Proxies[0].Auth[0].ClientPasswordAuthType = vocab.AuthCachingSHA2Password
 			env := nodetest.Start(t, cfg, s) // a fresh node: nobody has logged in yet
 			rec := newLoginRecorder(t, env.Addr)
 			plain := tc.params == ""

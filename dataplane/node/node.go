@@ -25,6 +25,7 @@ import (
 	"github.com/dbproxy/dbproxy/dataplane/metrics"
 	"github.com/dbproxy/dbproxy/dataplane/mysql"
 	"github.com/dbproxy/dbproxy/dataplane/proxy"
+	"github.com/dbproxy/dbproxy/internal/vocab"
 )
 
 // DefaultVersion is announced to clients until a target's version is known.
@@ -254,7 +255,7 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 			return nil, fmt.Errorf("unknown secret %q", a.Secret)
 		}
 		method := mysql.AuthNativePassword
-		if a.ClientPasswordAuthType == config.AuthCachingSHA2Password {
+		if a.ClientPasswordAuthType == vocab.AuthCachingSHA2Password {
 			method = mysql.AuthCachingSHA2Password
 		}
 		creds[sec.Username] = mysql.Credential{Password: sec.Password, Method: method}
@@ -333,7 +334,7 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 // allSHA2 reports whether every auth block asks for caching_sha2_password.
 func allSHA2(auth []config.Auth) bool {
 	for _, a := range auth {
-		if a.ClientPasswordAuthType != config.AuthCachingSHA2Password {
+		if a.ClientPasswordAuthType != vocab.AuthCachingSHA2Password {
 			return false
 		}
 	}

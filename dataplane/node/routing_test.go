@@ -9,6 +9,7 @@ import (
 	"github.com/dbproxy/dbproxy/dataplane/config"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
 	"github.com/dbproxy/dbproxy/internal/nodetest"
+	"github.com/dbproxy/dbproxy/internal/vocab"
 )
 
 // TestReadOnlyEndpointZones checks that a READ_ONLY endpoint reads from a
@@ -26,7 +27,7 @@ func TestReadOnlyEndpointZones(t *testing.T) {
 	cfg := nodetest.Config(primary, reps[0], reps[1])
 	cfg.Proxies[0].Targets[1].Zone = "a"
 	cfg.Proxies[0].Targets[2].Zone = "b"
-	cfg.Proxies[0].Endpoints = append(cfg.Proxies[0].Endpoints, config.Endpoint{Name: "ro", Address: "127.0.0.1:0", TargetRole: config.TargetRoleReadOnly})
+	cfg.Proxies[0].Endpoints = append(cfg.Proxies[0].Endpoints, config.Endpoint{Name: "ro", Address: "127.0.0.1:0", TargetRole: vocab.TargetRoleReadOnly})
 	port := func(p int) string { return fmt.Sprint(p) }
 	for _, zone := range []string{"a", "b"} {
 		cfg := *cfg

@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/dbproxy/dbproxy/dataplane/backend"
-	"github.com/dbproxy/dbproxy/dataplane/config"
 	"github.com/dbproxy/dbproxy/dataplane/mysql"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
 	"github.com/dbproxy/dbproxy/internal/nodetest"
+	"github.com/dbproxy/dbproxy/internal/vocab"
 )
 
 // rawClient logs in to addr with the node's own protocol code, for
@@ -162,7 +162,7 @@ func TestPreviousStatementFunctions(t *testing.T) {
 		}
 	}
 	_ = sql.ErrNoRows
-	_ = config.RoleAuto
+	_ = vocab.RoleAuto
 }
 
 // TestCursorFetch opens a read-only cursor with COM_STMT_EXECUTE and reads

@@ -21,10 +21,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/dbproxy/dbproxy/dataplane/backend"
-	"github.com/dbproxy/dbproxy/dataplane/config"
 	"github.com/dbproxy/dbproxy/dataplane/mysql"
 	"github.com/dbproxy/dbproxy/dataplane/pool"
 	"github.com/dbproxy/dbproxy/dataplane/session"
+	"github.com/dbproxy/dbproxy/internal/vocab"
 )
 
 // clientReadBuffer is the read buffer each client connection keeps.
@@ -725,7 +725,7 @@ func (s *clientConn) applyOK(be *backend.Conn, ok mysql.OK, cls session.Class) {
 }
 
 func (s *clientConn) excludeSets() bool {
-	return s.ep.opts.Proxy.Pool.HasPinningFilter(config.PinningFilterExcludeVariableSets)
+	return s.ep.opts.Proxy.Pool.HasPinningFilter(vocab.PinningFilterExcludeVariableSets)
 }
 
 // forward sends a command to a database connection and relays the
@@ -967,7 +967,7 @@ func (s *clientConn) borrow(key backend.Key) (*backend.Conn, *mysql.SQLError) {
 		t, err := s.ep.opts.Router.Pick(ctx, s.role)
 		if err != nil {
 			what := "writer"
-			if s.role == config.TargetRoleReadOnly {
+			if s.role == vocab.TargetRoleReadOnly {
 				what = "reader or writer"
 			}
 			return nil, mysql.NewSQLError(mysql.ERNoTargetAvailable, "dbproxy: no healthy database %s available for proxy %s within %s", what, p.Name, timeout)

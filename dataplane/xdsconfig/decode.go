@@ -27,6 +27,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/dbproxy/dbproxy/dataplane/config"
+	"github.com/dbproxy/dbproxy/internal/vocab"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
@@ -167,8 +168,8 @@ func validatePool(pc xdsapi.PoolConfig) error {
 		errs = append(errs, fmt.Errorf("connection_borrow_timeout_seconds must be 0-%d, got %d", maxSeconds, pc.ConnectionBorrowTimeoutSec))
 	}
 	for _, f := range pc.SessionPinningFilters {
-		if f != config.PinningFilterExcludeVariableSets {
-			errs = append(errs, fmt.Errorf("session_pinning_filters: %q is not %s", f, config.PinningFilterExcludeVariableSets))
+		if f != vocab.PinningFilterExcludeVariableSets {
+			errs = append(errs, fmt.Errorf("session_pinning_filters: %q is not %s", f, vocab.PinningFilterExcludeVariableSets))
 		}
 	}
 	return errors.Join(errs...)
@@ -226,7 +227,7 @@ func target(lbe *endpoint.LbEndpoint, zone string) (config.Target, error) {
 		return config.Target{}, fmt.Errorf("target %q: hostname %q differs from the target name", md.Name, h)
 	}
 	switch md.Role {
-	case config.RoleAuto, config.RoleWriter, config.RoleReader:
+	case vocab.RoleAuto, vocab.RoleWriter, vocab.RoleReader:
 	default:
 		return config.Target{}, fmt.Errorf("target %q: role must be AUTO, WRITER or READER, got %q", md.Name, md.Role)
 	}
@@ -366,7 +367,7 @@ func validateListener(name string, c xdsapi.ListenerConfig) error {
 	if c.Proxy != "" && c.Endpoint != "" && xdsapi.ListenerName(c.Proxy, c.Endpoint) != name {
 		bad("payload is for %q", xdsapi.ListenerName(c.Proxy, c.Endpoint))
 	}
-	if c.TargetRole != config.TargetRoleReadWrite && c.TargetRole != config.TargetRoleReadOnly {
+	if c.TargetRole != vocab.TargetRoleReadWrite && c.TargetRole != vocab.TargetRoleReadOnly {
 		bad("target_role must be READ_WRITE or READ_ONLY, got %q", c.TargetRole)
 	}
 	if c.Cluster == "" {
@@ -379,11 +380,11 @@ func validateListener(name string, c xdsapi.ListenerConfig) error {
 		if a.Secret == "" {
 			bad("auth[%d].secret is required", j)
 		}
-		if a.IAMAuth != config.IAMAuthDisabled && a.IAMAuth != config.IAMAuthRequired {
+		if a.IAMAuth != vocab.IAMAuthDisabled && a.IAMAuth != vocab.IAMAuthRequired {
 			bad("auth[%d].iam_auth must be DISABLED or REQUIRED, got %q", j, a.IAMAuth)
 		}
-		if a.ClientPasswordAuthType != config.AuthNativePassword && a.ClientPasswordAuthType != config.AuthCachingSHA2Password {
-			bad("auth[%d].client_password_auth_type must be %s or %s, got %q", j, config.AuthNativePassword, config.AuthCachingSHA2Password, a.ClientPasswordAuthType)
+		if a.ClientPasswordAuthType != vocab.AuthNativePassword && a.ClientPasswordAuthType != vocab.AuthCachingSHA2Password {
+			bad("auth[%d].client_password_auth_type must be %s or %s, got %q", j, vocab.AuthNativePassword, vocab.AuthCachingSHA2Password, a.ClientPasswordAuthType)
 		}
 	}
 	if c.IdleClientTimeoutSec < 0 || c.IdleClientTimeoutSec > maxSeconds {

@@ -32,6 +32,7 @@ import (
 	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/controlplane/translate"
 	"github.com/dbproxy/dbproxy/dataplane/config"
+	"github.com/dbproxy/dbproxy/internal/vocab"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
@@ -50,25 +51,25 @@ func state() *model.State {
 				IdleClientTimeout: 90,
 				Auth: []model.Auth{
 					{Secret: "app-user"},
-					{Secret: "admin", IAMAuth: model.IAMAuthRequired, ClientPasswordAuthType: model.AuthCachingSHA2Password},
+					{Secret: "admin", IAMAuth: vocab.IAMAuthRequired, ClientPasswordAuthType: vocab.AuthCachingSHA2Password},
 				}},
 			{Name: "beta", Zones: []string{"c"}, Port: 7000, Auth: []model.Auth{{Secret: "beta-user"}}},
 			{Name: "gamma", Zones: []string{"a", "c"}, Port: 7100, Auth: []model.Auth{{Secret: "beta-user"}}},
 		},
 		TargetGroups: []model.TargetGroup{{Proxy: "app", Name: model.DefaultTargetGroup, ConnectionPoolConfig: model.PoolConfig{
 			MaxConnectionsPercent: 80, MaxIdleConnectionsPercent: 20, ConnectionBorrowTimeout: 30, InitQuery: "SET time_zone = '+00:00'",
-			SessionPinningFilters: []string{model.PinningFilterExcludeVariableSets},
+			SessionPinningFilters: []string{vocab.PinningFilterExcludeVariableSets},
 		}}},
 		Targets: []model.Target{
-			{Proxy: "app", Name: "w1", Host: "10.0.0.1", Port: 3306, Zone: "a", Role: model.RoleWriter},
-			{Proxy: "app", Name: "r1", Host: "10.0.1.1", Port: 3306, Zone: "b", Role: model.RoleReader},
+			{Proxy: "app", Name: "w1", Host: "10.0.0.1", Port: 3306, Zone: "a", Role: vocab.RoleWriter},
+			{Proxy: "app", Name: "r1", Host: "10.0.1.1", Port: 3306, Zone: "b", Role: vocab.RoleReader},
 			{Proxy: "app", Name: "r2", Host: "10.0.0.2", Port: 3307, Zone: "a"},
 			{Proxy: "app", Name: "r3", Host: "db-r3.internal", Port: 3306},
 			{Proxy: "gamma", Name: "g1", Host: "10.0.2.1", Port: 3306, Zone: "c"},
 		},
 		Endpoints: []model.Endpoint{
-			{Proxy: "app", Name: "reader", TargetRole: model.TargetRoleReadOnly, Port: 6034},
-			{Proxy: "app", Name: "reader-b", TargetRole: model.TargetRoleReadOnly, Zones: []string{"b"}, Port: 6035},
+			{Proxy: "app", Name: "reader", TargetRole: vocab.TargetRoleReadOnly, Port: 6034},
+			{Proxy: "app", Name: "reader-b", TargetRole: vocab.TargetRoleReadOnly, Zones: []string{"b"}, Port: 6035},
 			{Proxy: "app", Name: "writer2", Port: 6036},
 		},
 	}
@@ -151,7 +152,7 @@ func TestRoundTrip(t *testing.T) {
 	if len(skipped) != 0 {
 		t.Errorf("skipped %v", skipped)
 	}
-	nativeDisabled := config.Auth{IAMAuth: config.IAMAuthDisabled, ClientPasswordAuthType: config.AuthNativePassword}
+	nativeDisabled := config.Auth{IAMAuth: vocab.IAMAuthDisabled, ClientPasswordAuthType: vocab.AuthNativePassword}
 	withSecret := func(a config.Auth, s string) config.Auth { a.Secret = s; return a }
 	want := &config.Config{
 		Version: version,
@@ -167,23 +168,23 @@ func TestRoundTrip(t *testing.T) {
 				Name: "app", EngineFamily: "MYSQL", Zones: []string{"a"},
 				Auth: []config.Auth{
 					withSecret(nativeDisabled, "app-user"),
-					{Secret: "admin", IAMAuth: config.IAMAuthRequired, ClientPasswordAuthType: config.AuthCachingSHA2Password},
+					{Secret: "admin", IAMAuth: vocab.IAMAuthRequired, ClientPasswordAuthType: vocab.AuthCachingSHA2Password},
 				},
 				RequireTLS: true, IdleClientTimeout: config.Duration(90 * time.Second), MaxClientConnections: 500, DebugLogging: true,
 				Endpoints: []config.Endpoint{
-					{Name: "default", Address: "127.0.1.1:6033", TargetRole: config.TargetRoleReadWrite},
-					{Name: "reader", Address: "127.0.1.1:6034", TargetRole: config.TargetRoleReadOnly},
-					{Name: "writer2", Address: "127.0.1.1:6036", TargetRole: config.TargetRoleReadWrite},
+					{Name: "default", Address: "127.0.1.1:6033", TargetRole: vocab.TargetRoleReadWrite},
+					{Name: "reader", Address: "127.0.1.1:6034", TargetRole: vocab.TargetRoleReadOnly},
+					{Name: "writer2", Address: "127.0.1.1:6036", TargetRole: vocab.TargetRoleReadWrite},
 				},
 				Targets: []config.Target{
-					{Name: "r1", Host: "10.0.1.1", Port: 3306, Zone: "b", Role: config.RoleReader},
-					{Name: "r2", Host: "10.0.0.2", Port: 3307, Zone: "a", Role: config.RoleAuto},
-					{Name: "r3", Host: "db-r3.internal", Port: 3306, Role: config.RoleAuto},
-					{Name: "w1", Host: "10.0.0.1", Port: 3306, Zone: "a", Role: config.RoleWriter},
+					{Name: "r1", Host: "10.0.1.1", Port: 3306, Zone: "b", Role: vocab.RoleReader},
+					{Name: "r2", Host: "10.0.0.2", Port: 3307, Zone: "a", Role: vocab.RoleAuto},
+					{Name: "r3", Host: "db-r3.internal", Port: 3306, Role: vocab.RoleAuto},
+					{Name: "w1", Host: "10.0.0.1", Port: 3306, Zone: "a", Role: vocab.RoleWriter},
 				},
 				Pool: config.PoolConfig{
 					MaxConnectionsPercent: 80, MaxIdleConnectionsPercent: 20, ConnectionBorrowTimeout: config.Duration(30 * time.Second),
-					InitQuery: "SET time_zone = '+00:00'", SessionPinningFilters: []string{config.PinningFilterExcludeVariableSets},
+					InitQuery: "SET time_zone = '+00:00'", SessionPinningFilters: []string{vocab.PinningFilterExcludeVariableSets},
 					MaxLifetime: config.Duration(config.DefaultMaxLifetime), IdleCheckAfter: config.Duration(config.DefaultIdleCheckAfter),
 				},
 			},
@@ -193,8 +194,8 @@ func TestRoundTrip(t *testing.T) {
 				Name: "gamma", EngineFamily: "MYSQL", Zones: []string{"a"},
 				Auth:              []config.Auth{withSecret(nativeDisabled, "beta-user")},
 				IdleClientTimeout: config.Duration(config.DefaultIdleClientTimeout), MaxClientConnections: config.DefaultMaxClientConnections,
-				Endpoints: []config.Endpoint{{Name: "default", Address: "127.0.1.1:7100", TargetRole: config.TargetRoleReadWrite}},
-				Targets:   []config.Target{{Name: "g1", Host: "10.0.2.1", Port: 3306, Zone: "c", Role: config.RoleAuto}},
+				Endpoints: []config.Endpoint{{Name: "default", Address: "127.0.1.1:7100", TargetRole: vocab.TargetRoleReadWrite}},
+				Targets:   []config.Target{{Name: "g1", Host: "10.0.2.1", Port: 3306, Zone: "c", Role: vocab.RoleAuto}},
 				Pool: config.PoolConfig{
 					MaxConnectionsPercent: config.DefaultMaxConnectionsPercent, MaxIdleConnectionsPercent: config.DefaultMaxIdleConnectionsPercent,
 					ConnectionBorrowTimeout: config.Duration(config.DefaultBorrowTimeout), SessionPinningFilters: []string{},

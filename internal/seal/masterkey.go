@@ -10,6 +10,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/dbproxy/dbproxy/internal/atomicfile"
 )
 
 // ErrKeyFileMode means a master key file can be read or written by group or
@@ -135,57 +137,14 @@ func createKeyFile(file string) ([]byte, bool, error) {
 	base64.StdEncoding.Encode(text, key)
 	text = append(text, '\n')
 
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(file)+".tmp-*")
-	if err != nil {
-		return nil, false, fmt.Errorf("create master key file: %w", err)
-	}
-	tmpName := tmp.Name()
-	defer os.Remove(tmpName) // after a successful link, only the extra name goes
-	if err := writeSynced(tmp, text); err != nil {
-		return nil, false, fmt.Errorf("write master key file %s: %w", tmpName, err)
-	}
-	// Link, unlike rename, never replaces a key another process has just
-	// published: that key may already protect data.
-	if err := os.Link(tmpName, file); err != nil {
+	if err := atomicfile.Create(file, text, 0o600); err != nil {
 		if errors.Is(err, fs.ErrExist) {
+			// Another process published a key first; that one may
+			// already protect data.
 			key, err := readKeyFile(file)
 			return key, false, err
 		}
-		// Some file systems have no hard links; fall back to rename.
-		if err := os.Rename(tmpName, file); err != nil {
-			return nil, false, fmt.Errorf("create master key file: %w", err)
-		}
-	}
-	if err := syncDir(dir); err != nil {
 		return nil, false, fmt.Errorf("create master key file: %w", err)
 	}
 	return key, true, nil
-}
-
-func writeSynced(f *os.File, data []byte) error {
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("sync %s: %w", dir, err)
-	}
-	return nil
 }
