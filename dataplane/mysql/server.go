@@ -16,6 +16,9 @@ import (
 type Credential struct {
 	Password string
 	Method   string
+	// Refuse, when set, refuses every login of the user with access
+	// denied and this reason, whatever proof the client sends.
+	Refuse string
 }
 
 // ServerConfig drives the server side of the handshake.
@@ -174,6 +177,12 @@ func failHandshake(c *Conn, e *SQLError, cause ...error) error {
 // its credential, switching the client to that method when needed.
 func authenticate(c *Conn, cfg *ServerConfig, res *HandshakeResult, clientPlugin string, resp, scramble []byte) error {
 	cred, known := cfg.Lookup(res.User)
+	if known && cred.Refuse != "" {
+		e := NewSQLError(ERAccessDenied, "Access denied for user '%s': %s", res.User, cred.Refuse)
+		_ = c.WritePacket(AppendErr(nil, e))
+		_ = c.Flush()
+		return fmt.Errorf("%w: user %q: %s", ErrAccessDenied, res.User, cred.Refuse)
+	}
 	method := cred.Method
 	if !known || method == "" {
 		method = AuthNativePassword

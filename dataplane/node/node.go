@@ -258,7 +258,14 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 		if a.ClientPasswordAuthType == vocab.AuthCachingSHA2Password {
 			method = mysql.AuthCachingSHA2Password
 		}
-		creds[sec.Username] = mysql.Credential{Password: sec.Password, Method: method}
+		cred := mysql.Credential{Password: sec.Password, Method: method}
+		if a.IAMAuth == vocab.IAMAuthRequired {
+			// Only connect tokens may log in as this user, and this
+			// node cannot verify them yet: refuse rather than fall
+			// back to the password.
+			cred.Refuse = "this proxy requires IAM authentication (a connect token) for this user, and this node does not verify connect tokens yet"
+		}
+		creds[sec.Username] = cred
 		passwords[sec.Username] = sec.Password
 		if monitorUser == "" {
 			monitorUser = sec.Username
