@@ -2,9 +2,12 @@ package node_test
 
 import (
 	"database/sql"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
+
+	gomysql "github.com/go-sql-driver/mysql"
 
 	"github.com/dbproxy/dbproxy/dataplane/config"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
@@ -172,4 +175,72 @@ func TestReloadDrains(t *testing.T) {
 	if got := queryString(t, nodetest.OpenAddr(t, addr, ""), "SELECT COUNT(*) FROM r"); got != "2" {
 		t.Fatalf("rows after a failed apply: %s", got)
 	}
+}
+
+// TestReadRunsAgainWhenItsConnectionDies: the database connection under a
+// SELECT is killed before any of its response came. The read runs again on
+// another connection and the client gets its result; a statement that may
+// write, or a read inside a transaction, gets error 2013 instead, and the
+// client connection stays usable.
+func TestReadRunsAgainWhenItsConnectionDies(t *testing.T) {
+	env := nodetest.StartSimple(t)
+	direct := env.OpenDirect(t, 0, "")
+	// killWhenRunning kills the server connection running a statement
+	// that starts with prefix.
+	killWhenRunning := func(prefix string) chan error {
+		done := make(chan error, 1)
+		go func() {
+			deadline := time.Now().Add(10 * time.Second)
+			for time.Now().Before(deadline) {
+				var id int64
+				err := direct.QueryRowContext(t.Context(), "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE ?", prefix+"%").Scan(&id)
+				if err == nil {
+					_, err = direct.ExecContext(t.Context(), fmt.Sprintf("KILL CONNECTION %d", id))
+					done <- err
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+			done <- fmt.Errorf("no statement %q showed up", prefix)
+		}()
+		return done
+	}
+	db := env.Open(t, "")
+	c, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	killed := killWhenRunning("SELECT SLEEP(0.5), 'rerun'")
+	var slept int
+	var tag string
+	if err := c.QueryRowContext(t.Context(), "SELECT SLEEP(0.5), 'rerun'").Scan(&slept, &tag); err != nil {
+		t.Fatalf("a read whose connection was killed: %v", err)
+	}
+	if err := <-killed; err != nil {
+		t.Fatal(err)
+	}
+	if tag != "rerun" {
+		t.Fatalf("read returned %q", tag)
+	}
+
+	lost := func(what, q string) {
+		t.Helper()
+		killed := killWhenRunning(q)
+		_, err := c.ExecContext(t.Context(), q)
+		if kerr := <-killed; kerr != nil {
+			t.Fatal(kerr)
+		}
+		var me *gomysql.MySQLError
+		if !errors.As(err, &me) || me.Number != 2013 {
+			t.Fatalf("%s whose connection was killed: %v; want error 2013", what, err)
+		}
+		if got := queryString(t, c, "SELECT 'still usable'"); got != "still usable" {
+			t.Fatalf("after %s: %q", what, got)
+		}
+	}
+	lost("a statement that may write", "DO SLEEP(0.5)")
+	mustExec(t, c, "BEGIN")
+	lost("a read in a transaction", "SELECT SLEEP(0.5), 'in tx'")
 }

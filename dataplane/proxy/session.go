@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -246,6 +247,12 @@ func (s *clientConn) serve() {
 		s.c.ReleaseBuffers()
 		s.idleSince.Store(time.Now().UnixNano())
 	}
+}
+
+// connectionBroke reports an error of a connection the peer closed or
+// reset, as opposed to a timeout or a protocol error.
+func connectionBroke(err error) bool {
+	return isEOF(err) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 func isEOF(err error) bool {
@@ -731,6 +738,11 @@ func (s *clientConn) excludeSets() bool {
 // forward sends a command to a database connection and relays the
 // response.
 func (s *clientConn) forward(pkt []byte, cls session.Class, mode relayMode) error {
+	// A read that holds no session to its connection may run again on
+	// another one when its connection breaks before any of the response
+	// came: a pooled connection whose server just died looks alive until
+	// the first read.
+	rerun := cls.Rerunnable && mode == relayQuery && !s.mustHold()
 	be, serr := s.acquire(cls)
 	if serr != nil {
 		s.countErr()
@@ -760,6 +772,29 @@ func (s *clientConn) forward(pkt []byte, cls session.Class, mode relayMode) erro
 			return s.lostBackend(false)
 		}
 	}
+	if !rerun {
+		return s.relay(be, cls, mode)
+	}
+	r := relayer{s: s, be: be, cls: cls}
+	err := r.run(mode)
+	if err == nil {
+		return s.relayed(&r, be, cls)
+	}
+	if r.wrote || errors.Is(err, errClientGone) || !connectionBroke(err) {
+		return s.relayFailed(be, &r, err)
+	}
+	s.logger().Debug("database connection broke before the response; running the read again on another", "error", err)
+	be.Broken = true
+	s.dropBackend()
+	if be, serr = s.acquire(cls); serr != nil {
+		s.countErr()
+		return s.sendErr(serr)
+	}
+	if err := be.WriteCommand(pkt); err != nil {
+		be.Broken = true
+		s.dropBackend()
+		return s.lostBackend(false)
+	}
 	return s.relay(be, cls, mode)
 }
 
@@ -769,11 +804,16 @@ func (s *clientConn) relay(be *backend.Conn, cls session.Class, mode relayMode) 
 	if err := r.run(mode); err != nil {
 		return s.relayFailed(be, &r, err)
 	}
+	return s.relayed(&r, be, cls)
+}
+
+// relayed applies the boundary rules after a response was relayed whole.
+func (s *clientConn) relayed(r *relayer, be *backend.Conn, cls session.Class) error {
 	if r.failed {
 		s.countErr()
 	}
-	s.recordCounts(&r)
-	s.holdAfterError(&r)
+	s.recordCounts(r)
+	s.holdAfterError(r)
 	s.lastOK, s.lastTracking = !r.failed, be.Tracking
 	s.pinFor(cls, r.failed)
 	s.afterCommand()

@@ -44,6 +44,13 @@ type Class struct {
 	// only session tracking can tell (CALL, EXECUTE of a text prepared
 	// statement); without tracking they pin.
 	MayChangeState bool
+	// Rerunnable is true for a single SELECT, SHOW or DESCRIBE that
+	// writes nothing (no INTO, no sequence functions): when the database
+	// connection breaks before any of its response arrives, running it
+	// again on another connection only produces its result. Like other
+	// proxies, this assumes the stored functions a SELECT calls write
+	// nothing.
+	Rerunnable bool
 }
 
 // Classify inspects a text statement (or several, separated by ';').
@@ -58,12 +65,15 @@ func Classify(sql string) Class {
 		}
 		c.Pin = append(c.Pin, r)
 	}
+	statements := 0
 	for _, st := range strings.Split(n, ";") {
 		st = strings.TrimSpace(st)
 		if st == "" {
 			continue
 		}
+		statements++
 		first, rest := firstWord(st)
+		c.Rerunnable = statements == 1 && rerunnable(first, st)
 		switch first {
 		case "set":
 			c.IsSet = true
@@ -132,6 +142,23 @@ func Classify(sql string) Class {
 		}
 	}
 	return c
+}
+
+// rerunnable reports whether the normalized statement st, whose first
+// word is first, only reads.
+func rerunnable(first, st string) bool {
+	switch first {
+	case "select", "show", "desc", "describe":
+	default:
+		return false
+	}
+	fn := strings.ReplaceAll(st, " (", "(")
+	for _, w := range []string{" into ", "nextval(", "setval(", "next value for", "get_lock(", "release_lock(", "release_all_locks("} {
+		if strings.Contains(fn, w) {
+			return false
+		}
+	}
+	return true
 }
 
 func firstWord(s string) (string, string) {

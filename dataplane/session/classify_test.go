@@ -201,3 +201,37 @@ func hasOpenQuoteOrComment(s string) bool {
 	n := normalize(s + "\x00")
 	return len(n) < 2 || n[len(n)-2] != 0
 }
+
+func TestClassifyRerunnable(t *testing.T) {
+	for _, tc := range []struct {
+		sql  string
+		want bool
+	}{
+		{"SELECT 1", true},
+		{"select @@port", true},
+		{"  /* hint */ SELECT a FROM t WHERE b = 'x; INTO y'", true},
+		{"SHOW TABLES", true},
+		{"DESCRIBE t", true},
+		{"SELECT * FROM t FOR UPDATE", true},
+		{"SELECT * FROM t INTO OUTFILE '/tmp/x'", false},
+		{"SELECT a INTO @v FROM t", false},
+		{"SELECT NEXTVAL(s)", false},
+		{"SELECT NEXT VALUE FOR s", false},
+		{"SELECT SETVAL(s, 10)", false},
+		{"SELECT GET_LOCK('l', 1)", false},
+		{"SELECT RELEASE_LOCK ('l')", false},
+		{"SELECT 1; SELECT 2", false},
+		{"SELECT 1; DELETE FROM t", false},
+		{"INSERT INTO t VALUES (1)", false},
+		{"UPDATE t SET a = 1", false},
+		{"DELETE FROM t", false},
+		{"CALL p()", false},
+		{"SET @a = 1", false},
+		{"BEGIN", false},
+		{"EXPLAIN ANALYZE DELETE FROM t", false},
+	} {
+		if got := Classify(tc.sql).Rerunnable; got != tc.want {
+			t.Errorf("Classify(%q).Rerunnable = %v, want %v", tc.sql, got, tc.want)
+		}
+	}
+}
