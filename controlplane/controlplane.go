@@ -332,7 +332,9 @@ func derive(master []byte, purpose string) []byte {
 
 // republish refreshes node snapshots after every commit.
 // It also refreshes hourly without a commit, so that node certificates are
-// renewed when their period turns and long-gone nodes are forgotten.
+// renewed when their period turns, connect signing keys when the day turns
+// (nodes hold the day before, of and after), and long-gone nodes are
+// forgotten.
 func (s *Server) republish(ctx context.Context) {
 	ch, cancel := s.store.Subscribe()
 	defer cancel()
@@ -363,18 +365,20 @@ func (s *Server) build(ctx context.Context, node xdsapi.NodeInfo) (*cache.Snapsh
 	if err != nil {
 		return nil, 0, err
 	}
-	// The certificate period is part of the key: a new period means new
-	// node certificates even when the state has not changed.
-	key := node.Zone + "\x00" + node.Address + "\x00" + strconv.FormatInt(pki.NodeCertPeriod(s.opts.Now()), 10)
+	// The certificate period and the day are part of the key: a new
+	// period means new node certificates, a new day new connect signing
+	// keys, even when the state has not changed.
+	now := s.opts.Now()
+	key := node.Zone + "\x00" + node.Address + "\x00" + strconv.FormatInt(pki.NodeCertPeriod(now), 10) + "\x00" + sigv4.ScopeDate(now)
 	s.buildMu.Lock()
 	snap, ok := s.buildMu.snaps[key]
 	s.buildMu.Unlock()
 	if ok {
 		return snap, st.Revision, nil
 	}
-	var opts translate.Options
+	opts := translate.Options{Now: now, Region: s.opts.Region}
 	if node.Address != "" {
-		c, err := s.ca.NodeCert(node.Address, s.opts.Now())
+		c, err := s.ca.NodeCert(node.Address, now)
 		if err != nil {
 			return nil, 0, err
 		}
@@ -478,7 +482,7 @@ func (s *Server) bootstrapRoot(ctx context.Context) error {
 		return s.writeRoot(path)
 	}
 
-	key, err := api.NewAccessKey(api.RootUser)
+	key, err := api.NewAccessKey(model.RootUser)
 	if err != nil {
 		return fmt.Errorf("bootstrap the root user: %w", err)
 	}
@@ -494,10 +498,10 @@ func (s *Server) bootstrapRoot(ctx context.Context) error {
 	_, err = s.store.Update(ctx, func(tx store.Tx) error {
 		now := s.opts.Now().UTC()
 		meta := model.Meta{Revision: tx.Revision(), CreatedAt: now, UpdatedAt: now}
-		u, _ := json.Marshal(model.User{Name: api.RootUser, Path: "/", Meta: meta})
+		u, _ := json.Marshal(model.User{Name: model.RootUser, Path: "/", Meta: meta})
 		key.Meta = meta
 		k, _ := json.Marshal(key)
-		if err := tx.Put(model.KindUser, api.RootUser, u); err != nil {
+		if err := tx.Put(model.KindUser, model.RootUser, u); err != nil {
 			return err
 		}
 		return tx.Put(model.KindAccessKey, key.ID, k)
@@ -513,7 +517,7 @@ func (s *Server) bootstrapRoot(ctx context.Context) error {
 func (s *Server) hasRoot(ctx context.Context) (bool, error) {
 	var have bool
 	_, err := s.store.View(ctx, func(r store.Reader) error {
-		_, err := r.Get(model.KindUser, api.RootUser)
+		_, err := r.Get(model.KindUser, model.RootUser)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		}

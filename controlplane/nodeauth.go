@@ -108,7 +108,7 @@ func (a *nodeAuthorizer) Authorize(ctx context.Context, md metadata.MD, node xds
 	if err != nil {
 		return status.Error(codes.Unauthenticated, tokenProblem(err))
 	}
-	if key.User == api.RootUser {
+	if key.User == model.RootUser {
 		return nil
 	}
 	policies, err := api.UserPolicies(ctx, a.store, key.User, a.log)

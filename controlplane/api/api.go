@@ -25,10 +25,6 @@ import (
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
 
-// RootUser is the user the root access key belongs to. It is allowed
-// every action and cannot be deleted.
-const RootUser = "root"
-
 // maxBody bounds a request body.
 const maxBody = 1 << 20
 
@@ -363,7 +359,7 @@ func (a *API) authorize(ctx context.Context, action, resource string) error {
 	if p == nil {
 		return &Error{Status: http.StatusUnauthorized, Code: "MissingAuthenticationToken", Message: "the request is not authenticated"}
 	}
-	if p.User == RootUser {
+	if p.User == model.RootUser {
 		return nil
 	}
 	policies, err := a.policiesOf(ctx, p.User)

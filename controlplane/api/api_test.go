@@ -39,14 +39,14 @@ func newEnv(t *testing.T) *env {
 	e := &env{t: t, store: st}
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	e.now.Store(&now)
-	key, err := api.NewAccessKey(api.RootUser)
+	key, err := api.NewAccessKey(model.RootUser)
 	if err != nil {
 		t.Fatal(err)
 	}
 	_, err = st.Update(t.Context(), func(tx store.Tx) error {
-		u, _ := json.Marshal(model.User{Name: api.RootUser, Path: "/"})
+		u, _ := json.Marshal(model.User{Name: model.RootUser, Path: "/"})
 		k, _ := json.Marshal(key)
-		if err := tx.Put(model.KindUser, api.RootUser, u); err != nil {
+		if err := tx.Put(model.KindUser, model.RootUser, u); err != nil {
 			return err
 		}
 		return tx.Put(model.KindAccessKey, key.ID, k)

@@ -137,8 +137,8 @@ func (a *API) routes() {
 		bind:         func(r *http.Request, v *model.User) *Error { return bindField(r, "name", "name", &v.Name) },
 		check:        func(v *model.User) error { v.Normalize(); return v.Validate() },
 		prepare: func(_ store.Tx, _, next *model.User) error {
-			if next.Name == RootUser {
-				return errConflict("name", "%q is the reserved root user", RootUser)
+			if next.Name == model.RootUser {
+				return errConflict("name", "%q is the reserved root user", model.RootUser)
 			}
 			return nil
 		},
@@ -423,7 +423,7 @@ func (a *API) addresses(zones []string, port int) (string, []string) {
 }
 
 func userInUse(tx store.Tx, cur *model.User) error {
-	if cur.Name == RootUser {
+	if cur.Name == model.RootUser {
 		return errConflict("name", "the root user cannot be deleted")
 	}
 	keys, err := store.DecodeAll[model.AccessKey](tx, model.KindAccessKey, "")

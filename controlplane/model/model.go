@@ -29,6 +29,10 @@ var Kinds = []string{KindSecret, KindProxy, KindTargetGroup, KindTarget, KindEnd
 // encrypted at rest.
 var SensitiveKinds = []string{KindSecret, KindAccessKey}
 
+// RootUser is the user the root access key belongs to. It is allowed
+// every admin action and cannot be deleted.
+const RootUser = "root"
+
 // Access key states.
 const (
 	KeyActive   = "Active"

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -43,6 +44,12 @@ type Options struct {
 	// valid PEM pair. nil pushes none (nodes use their own or a
 	// self-signed one).
 	NodeTLS *TLSMaterial
+	// Now is when the snapshot is built: connect signing keys are derived
+	// for the UTC days around it (ConnectDates).
+	Now time.Time
+	// Region is the region connect tokens are signed for; empty means
+	// sigv4.DefaultRegion.
+	Region string
 }
 
 // TLSMaterial is a PEM certificate chain and its private key.
@@ -94,7 +101,8 @@ func Resources(state *model.State, node xdsapi.NodeInfo, opts Options) (map[reso
 		}
 	}
 	ix := index(state)
-	b := builder{node: node, opts: opts, ix: ix, out: map[resource.Type][]types.Resource{}, ports: map[int]string{}, secrets: map[string]model.Secret{}}
+	b := builder{node: node, opts: opts, state: state, ix: ix, out: map[resource.Type][]types.Resource{}, ports: map[int]string{}, secrets: map[string]model.Secret{},
+		grants: map[string]*grantSet{}}
 	for _, p := range ix.proxies {
 		if err := b.addProxy(p); err != nil {
 			return nil, "", err
@@ -105,6 +113,13 @@ func Resources(state *model.State, node xdsapi.NodeInfo, opts Options) (map[reso
 	}
 	for _, name := range slices.Sorted(maps.Keys(b.secrets)) {
 		b.out[resource.SecretType] = append(b.out[resource.SecretType], MakeDBSecret(b.secrets[name]))
+	}
+	if b.connect {
+		sec, err := MakeConnectKeysSecret(b.connectKeys())
+		if err != nil {
+			return nil, "", err
+		}
+		b.out[resource.SecretType] = append(b.out[resource.SecretType], sec)
 	}
 	res := map[resource.Type][]types.Resource{}
 	for _, typ := range xdsapi.ResourceTypes() {
@@ -199,13 +214,22 @@ func index(s *model.State) stateIndex {
 }
 
 type builder struct {
-	node xdsapi.NodeInfo
-	opts Options
-	ix   stateIndex
-	out  map[resource.Type][]types.Resource
+	node  xdsapi.NodeInfo
+	opts  Options
+	state *model.State
+	ix    stateIndex
+	out   map[resource.Type][]types.Resource
 	// ports maps each port in use to the listener using it.
 	ports   map[int]string
 	secrets map[string]model.Secret
+	// connect is set when a served proxy requires IAM authentication:
+	// the node then gets the connect-keys secret, even with no keys.
+	connect bool
+	// principals are the users that may hold dbproxy:Connect, read from
+	// the state the first time a proxy needs them.
+	principals []connectPrincipal
+	// grants are the connect grants by access key id.
+	grants map[string]*grantSet
 }
 
 func (b *builder) addProxy(p model.Proxy) error {
@@ -234,8 +258,13 @@ func (b *builder) addProxy(p model.Proxy) error {
 		MaxClientConnections: maxClients,
 		DebugLogging:         p.DebugLogging,
 	}
+	iamAuth := false
 	for _, a := range p.Auth {
 		base.Auth = append(base.Auth, xdsapi.AuthConfig{Secret: a.Secret, IAMAuth: a.IAMAuth, ClientPasswordAuthType: a.ClientPasswordAuthType})
+		iamAuth = iamAuth || a.IAMAuth == vocab.IAMAuthRequired
+	}
+	if iamAuth {
+		base.ConnectSecret = xdsapi.ConnectKeysSecret
 	}
 	if b.opts.NodeTLS != nil {
 		base.TLSSecret = xdsapi.NodeTLSSecret
@@ -285,6 +314,9 @@ func (b *builder) addProxy(p model.Proxy) error {
 			if s, ok := b.ix.secrets[a.Secret]; ok {
 				b.secrets[s.Name] = s
 			}
+		}
+		if iamAuth {
+			b.addConnectGrants(p)
 		}
 	}
 

@@ -134,9 +134,9 @@ func TestZoneFiltering(t *testing.T) {
 		listeners, clusters, secrets []string
 	}{
 		{"a", []string{"app/default", "app/reader", "app/writer2", "gamma/default"}, []string{"app", "gamma"},
-			[]string{"db/admin", "db/app-user", "db/beta-user", "tls/node"}},
+			[]string{"db/admin", "db/app-user", "db/beta-user", "iam/connect", "tls/node"}},
 		{"b", []string{"app/default", "app/reader", "app/reader-b", "app/writer2"}, []string{"app"},
-			[]string{"db/admin", "db/app-user", "tls/node"}},
+			[]string{"db/admin", "db/app-user", "iam/connect", "tls/node"}},
 		{"c", []string{"beta/default", "gamma/default", "gamma/ro"}, []string{"beta", "gamma"},
 			[]string{"db/beta-user", "tls/node"}},
 		{"d", []string{}, []string{}, []string{}},
@@ -246,6 +246,7 @@ func TestListenerContents(t *testing.T) {
 				{Secret: "admin", IAMAuth: vocab.IAMAuthRequired, ClientPasswordAuthType: vocab.AuthCachingSHA2Password},
 			},
 			RequireTLS: true, IdleClientTimeoutSec: 1800, MaxClientConnections: 500, DebugLogging: true,
+			ConnectSecret: xdsapi.ConnectKeysSecret,
 		}},
 		{"default endpoint with tls", "c", "beta/default", Options{NodeTLS: testTLS}, 7000, xdsapi.ListenerConfig{
 			Proxy: "beta", Endpoint: "default", TargetRole: vocab.TargetRoleReadWrite, Cluster: "beta",
@@ -259,6 +260,7 @@ func TestListenerContents(t *testing.T) {
 				{Secret: "admin", IAMAuth: vocab.IAMAuthRequired, ClientPasswordAuthType: vocab.AuthCachingSHA2Password},
 			},
 			RequireTLS: true, IdleClientTimeoutSec: 1800, MaxClientConnections: 500, DebugLogging: true,
+			ConnectSecret: xdsapi.ConnectKeysSecret,
 		}},
 	}
 	for _, tt := range tests {
@@ -338,8 +340,8 @@ func TestSecretsLeastPrivilege(t *testing.T) {
 	s2 := fixture()
 	s2.Secrets = slices.DeleteFunc(s2.Secrets, func(s model.Secret) bool { return s.Name == "admin" })
 	res, _ = mustResources(t, s2, "b", Options{})
-	if got := names(res[resource.SecretType]); !slices.Equal(got, []string{"db/app-user"}) {
-		t.Errorf("secrets %v, want only db/app-user", got)
+	if got := names(res[resource.SecretType]); !slices.Equal(got, []string{"db/app-user", "iam/connect"}) {
+		t.Errorf("secrets %v, want only db/app-user and iam/connect", got)
 	}
 	if got := names(res[resource.ListenerType]); len(got) != 4 {
 		t.Errorf("listeners %v, want all four of app", got)

@@ -5,7 +5,9 @@
 package config
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +21,7 @@ import (
 	"time"
 
 	"github.com/dbproxy/dbproxy/internal/vocab"
+	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
 // Duration is a time.Duration that reads and writes as a Go duration string
@@ -79,6 +82,11 @@ type Config struct {
 	Secrets []Secret `json:"secrets"`
 	// Proxies are the proxies this node serves.
 	Proxies []Proxy `json:"proxies"`
+	// Connect is what the node verifies connect tokens with: the users of
+	// auth blocks with iam_auth REQUIRED log in with tokens signed by
+	// these keys. The control plane pushes it; without it, such users
+	// cannot log in.
+	Connect *xdsapi.ConnectKeys `json:"connect,omitempty"`
 }
 
 // Node holds settings of the node process itself.
@@ -359,6 +367,7 @@ func (c *Config) Validate() error {
 		bad("node.handshake_timeout", "must not be negative")
 	}
 	c.Node.TLS.validate(bad)
+	validateConnect(c.Connect, bad)
 	addrs := map[string]string{}
 	names := map[string]bool{}
 	for i, p := range c.Proxies {
@@ -462,4 +471,39 @@ func (pc PoolConfig) HasPinningFilter(f string) bool {
 		}
 	}
 	return false
+}
+
+// validateConnect checks the shape of the connect keys. Messages name
+// fields and key ids, never key material.
+func validateConnect(ck *xdsapi.ConnectKeys, bad func(field, format string, a ...any)) {
+	if ck == nil {
+		return
+	}
+	seen := map[string]bool{}
+	for i, k := range ck.Keys {
+		f := fmt.Sprintf("connect.keys[%d]", i)
+		if k.AccessKeyID == "" {
+			bad(f+".access_key_id", "is required")
+		}
+		if seen[k.AccessKeyID] {
+			bad(f+".access_key_id", "duplicate key %q", k.AccessKeyID)
+		}
+		seen[k.AccessKeyID] = true
+		if len(k.SigningKeys) == 0 {
+			bad(f+".signing_keys", "at least one is required")
+		}
+		for date, hexKey := range k.SigningKeys {
+			if _, err := time.Parse("20060102", date); err != nil {
+				bad(f+".signing_keys", "date %q is not YYYYMMDD", date)
+			}
+			if b, err := hex.DecodeString(hexKey); err != nil || len(b) != sha256.Size {
+				bad(f+".signing_keys", "the key for %s is not %d hex-encoded bytes", date, sha256.Size)
+			}
+		}
+		for j, g := range k.Allow {
+			if g.Proxy == "" || g.DBUser == "" {
+				bad(fmt.Sprintf("%s.allow[%d]", f, j), "proxy and db_user are required")
+			}
+		}
+	}
 }

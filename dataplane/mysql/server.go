@@ -16,9 +16,11 @@ import (
 type Credential struct {
 	Password string
 	Method   string
-	// Refuse, when set, refuses every login of the user with access
-	// denied and this reason, whatever proof the client sends.
-	Refuse string
+	// Token, when set, makes the user log in with a token instead of
+	// the password: the client sends it with mysql_clear_password over
+	// TLS, and Token checks it. Its error, which must not contain the
+	// token, is told to the client.
+	Token func(token string) error
 }
 
 // ServerConfig drives the server side of the handshake.
@@ -177,13 +179,10 @@ func failHandshake(c *Conn, e *SQLError, cause ...error) error {
 // its credential, switching the client to that method when needed.
 func authenticate(c *Conn, cfg *ServerConfig, res *HandshakeResult, clientPlugin string, resp, scramble []byte) error {
 	cred, known := cfg.Lookup(res.User)
-	if known && cred.Refuse != "" {
-		e := NewSQLError(ERAccessDenied, "Access denied for user '%s': %s", res.User, cred.Refuse)
-		_ = c.WritePacket(AppendErr(nil, e))
-		_ = c.Flush()
-		return fmt.Errorf("%w: user %q: %s", ErrAccessDenied, res.User, cred.Refuse)
-	}
 	method := cred.Method
+	if cred.Token != nil {
+		method = AuthClearPassword
+	}
 	if !known || method == "" {
 		method = AuthNativePassword
 	}
@@ -226,6 +225,15 @@ func authenticate(c *Conn, cfg *ServerConfig, res *HandshakeResult, clientPlugin
 		return nil
 	case AuthClearPassword:
 		pw := string(bytes.TrimRight(resp, "\x00"))
+		if known && cred.Token != nil {
+			if err := cred.Token(pw); err != nil {
+				e := NewSQLError(ERAccessDenied, "Access denied for user '%s': %s", res.User, err.Error())
+				_ = c.WritePacket(AppendErr(nil, e))
+				_ = c.Flush()
+				return fmt.Errorf("%w: user %q: %w", ErrAccessDenied, res.User, err)
+			}
+			return nil
+		}
 		if !known || !VerifyScramble([]byte(sha256Hex(pw)), []byte(sha256Hex(cred.Password))) {
 			return denied()
 		}

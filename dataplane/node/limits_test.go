@@ -24,7 +24,6 @@ import (
 	"github.com/dbproxy/dbproxy/dataplane/node"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
 	"github.com/dbproxy/dbproxy/internal/nodetest"
-	"github.com/dbproxy/dbproxy/internal/vocab"
 )
 
 // rawConn is a client connection spoken to packet by packet, without the
@@ -976,47 +975,5 @@ func TestCloseRightAfterApply(t *testing.T) {
 			c.Close()
 			t.Fatalf("round %d: %s still accepts connections after Close", i, addr)
 		}
-	}
-}
-
-// TestIAMAuthRequiredRefusesPasswords: the user of an auth block with
-// iam_auth REQUIRED may log in only with a connect token, which nodes do
-// not verify yet, so its password is refused with a reason; the users of
-// other blocks log in as before.
-func TestIAMAuthRequiredRefusesPasswords(t *testing.T) {
-	s := mysqltest.StartT(t, mysqltest.Options{})
-	nodetest.PrepareServer(t, s)
-	if err := s.CreateUser(t.Context(), "tokenuser", "token-user-password"); err != nil {
-		t.Fatal(err)
-	}
-	cfg := nodetest.Config(s)
-	cfg.Secrets = append(cfg.Secrets, config.Secret{Name: "tok", Username: "tokenuser", Password: "token-user-password"})
-	cfg.Proxies[0].Auth = append(cfg.Proxies[0].Auth, config.Auth{Secret: "tok", IAMAuth: vocab.IAMAuthRequired})
-	env := nodetest.Start(t, cfg, s)
-	open := func(user, password string) error {
-		db, err := sql.Open("mysql", fmt.Sprintf("%s:%s@tcp(%s)/%s", user, password, env.Addr, nodetest.Database))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-		defer cancel()
-		return db.PingContext(ctx)
-	}
-	me := asMySQLError(t, open("tokenuser", "token-user-password"), mysql.ERAccessDenied)
-	if !strings.HasPrefix(me.Message, "Access denied for user 'tokenuser': this proxy requires IAM authentication") {
-		t.Fatalf("message %q; want it to say IAM authentication is required", me.Message)
-	}
-	if err := open(nodetest.User, nodetest.Password); err != nil {
-		t.Fatalf("the user of a DISABLED block: %v", err)
-	}
-	// The server itself would have let the password in.
-	direct, err := sql.Open("mysql", fmt.Sprintf("tokenuser:token-user-password@tcp(%s)/%s", s.Addr(), nodetest.Database))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer direct.Close()
-	if err := direct.PingContext(t.Context()); err != nil {
-		t.Fatalf("direct login of tokenuser: %v", err)
 	}
 }

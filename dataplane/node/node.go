@@ -25,6 +25,7 @@ import (
 	"github.com/dbproxy/dbproxy/dataplane/metrics"
 	"github.com/dbproxy/dbproxy/dataplane/mysql"
 	"github.com/dbproxy/dbproxy/dataplane/proxy"
+	"github.com/dbproxy/dbproxy/dataplane/tokenauth"
 	"github.com/dbproxy/dbproxy/internal/vocab"
 )
 
@@ -60,6 +61,10 @@ type Node struct {
 	retiring     sync.WaitGroup
 	retireCtx    context.Context
 	stopRetiring context.CancelFunc
+
+	// tokens verifies connect tokens with the keys of the configuration
+	// being applied or served; it changes without restarting proxies.
+	tokens atomic.Pointer[tokenauth.Verifier]
 
 	mu struct {
 		sync.Mutex
@@ -123,20 +128,29 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	tokens, err := tokenauth.New(cfg.Connect, nil)
+	if err != nil {
+		return err
+	}
 	undoTLS, err := n.tls.update(cfg.Node.TLS)
 	if err != nil {
 		return err
 	}
+	oldTokens := n.tokens.Swap(tokens)
+	undo := func() {
+		undoTLS()
+		n.tokens.Store(oldTokens)
+	}
 	if n.mu.admin == nil && cfg.Node.AdminAddress != "" {
 		if err := n.startAdminLocked(cfg.Node.AdminAddress); err != nil {
-			undoTLS()
+			undo()
 			return err
 		}
 	}
 	next := map[string]*runningProxy{}
 	var started, replaced []*runningProxy
 	fail := func(err error) error {
-		undoTLS()
+		undo()
 		// Undo: stop what this call started and bring back what it
 		// replaced, from the running configuration.
 		for _, p := range started {
@@ -260,10 +274,9 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 		}
 		cred := mysql.Credential{Password: sec.Password, Method: method}
 		if a.IAMAuth == vocab.IAMAuthRequired {
-			// Only connect tokens may log in as this user, and this
-			// node cannot verify them yet: refuse rather than fall
-			// back to the password.
-			cred.Refuse = "this proxy requires IAM authentication (a connect token) for this user, and this node does not verify connect tokens yet"
+			// Only a connect token logs in as this user, never the
+			// password; the keys are the node's current ones.
+			cred.Token = n.tokenCheck(pc.Name, sec.Username)
 		}
 		creds[sec.Username] = cred
 		passwords[sec.Username] = sec.Password
@@ -336,6 +349,19 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 		log.Info("endpoint listening", "endpoint", ec.Name, "address", ln.Addr().String(), "role", ec.TargetRole)
 	}
 	return rp, nil
+}
+
+// tokenCheck returns the check of connect tokens for logging in as dbUser
+// through proxy.
+func (n *Node) tokenCheck(proxy, dbUser string) func(string) error {
+	return func(token string) error {
+		id, err := n.tokens.Load().Check(context.Background(), token, proxy, dbUser)
+		if err != nil {
+			return err
+		}
+		n.log.Debug("connect token accepted", "proxy", proxy, "db_user", dbUser, "access_key_id", id.AccessKeyID, "iam_user", id.User)
+		return nil
+	}
 }
 
 // allSHA2 reports whether every auth block asks for caching_sha2_password.

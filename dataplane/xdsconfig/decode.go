@@ -9,12 +9,14 @@ package xdsconfig
 import (
 	"cmp"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	cluster "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -94,6 +96,7 @@ type decoder struct {
 	clusters    map[string]xdsapi.PoolConfig
 	assignments map[string][]config.Target
 	secrets     map[string]*tlsv3.Secret
+	connect     *xdsapi.ConnectKeys
 	listeners   []decodedListener
 	errs        []error
 }
@@ -294,6 +297,22 @@ func (d *decoder) secret(i int, a *anypb.Any) {
 			d.fail(kind, name, fmt.Errorf("not a valid certificate and key pair: %w", err))
 			return
 		}
+	case name == xdsapi.ConnectKeysSecret:
+		payload, ok := inline(s.GetGenericSecret().GetSecrets()[xdsapi.ConnectKeysKey])
+		if !ok {
+			d.fail(kind, name, fmt.Errorf("want a generic secret with an inline %s", xdsapi.ConnectKeysKey))
+			return
+		}
+		var ck xdsapi.ConnectKeys
+		dec := json.NewDecoder(strings.NewReader(payload))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&ck); err != nil {
+			// json's messages quote at most a type or field name, but
+			// say only where it went wrong to be sure.
+			d.fail(kind, name, fmt.Errorf("%s is not valid connect-keys JSON at offset %d", xdsapi.ConnectKeysKey, dec.InputOffset()))
+			return
+		}
+		d.connect = &ck
 	default:
 		// A kind of secret this node does not know: nothing it decodes
 		// refers to it.
@@ -396,6 +415,9 @@ func validateListener(name string, c xdsapi.ListenerConfig) error {
 	if c.TLSSecret != "" && c.TLSSecret != xdsapi.NodeTLSSecret {
 		bad("tls_secret must be empty or %s, got %q", xdsapi.NodeTLSSecret, c.TLSSecret)
 	}
+	if c.ConnectSecret != "" && c.ConnectSecret != xdsapi.ConnectKeysSecret {
+		bad("connect_secret must be empty or %s, got %q", xdsapi.ConnectKeysSecret, c.ConnectSecret)
+	}
 	return errors.Join(errs...)
 }
 
@@ -430,7 +452,7 @@ func (d *decoder) build(version string, opts Options) (*config.Config, []string,
 	}
 	slices.Sort(skipped)
 	secrets := map[string]config.Secret{}
-	useTLS := false
+	useTLS, useConnect := false, false
 	for _, name := range slices.Sorted(maps.Keys(byProxy)) {
 		ls := byProxy[name]
 		// The proxy's own endpoint first, then the others by name.
@@ -451,6 +473,7 @@ func (d *decoder) build(version string, opts Options) (*config.Config, []string,
 				TargetRole: l.cfg.TargetRole,
 			})
 			useTLS = useTLS || l.cfg.TLSSecret != ""
+			useConnect = useConnect || l.cfg.ConnectSecret != ""
 		}
 		for _, a := range first.Auth {
 			gs := d.secrets[xdsapi.DBSecretName(a.Secret)].GetGenericSecret().GetSecrets()
@@ -471,6 +494,9 @@ func (d *decoder) build(version string, opts Options) (*config.Config, []string,
 		key, _ := inline(tc.GetPrivateKey())
 		cfg.Node.TLS = config.TLS{CertPEM: cert, KeyPEM: key}
 	}
+	if useConnect {
+		cfg.Connect = d.connect
+	}
 	cfg.ApplyDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, fmt.Errorf("decoded configuration: %w", err)
@@ -483,7 +509,8 @@ func (d *decoder) build(version string, opts Options) (*config.Config, []string,
 func sameProxy(a, b xdsapi.ListenerConfig) bool {
 	return a.Cluster == b.Cluster && slices.Equal(a.Auth, b.Auth) &&
 		a.RequireTLS == b.RequireTLS && a.IdleClientTimeoutSec == b.IdleClientTimeoutSec &&
-		a.MaxClientConnections == b.MaxClientConnections && a.DebugLogging == b.DebugLogging
+		a.MaxClientConnections == b.MaxClientConnections && a.DebugLogging == b.DebugLogging &&
+		a.TLSSecret == b.TLSSecret && a.ConnectSecret == b.ConnectSecret
 }
 
 func proxy(lc xdsapi.ListenerConfig, pc xdsapi.PoolConfig, targets []config.Target, zone string) config.Proxy {

@@ -202,7 +202,9 @@ func TestRoundTrip(t *testing.T) {
 					MaxLifetime: config.Duration(config.DefaultMaxLifetime), IdleCheckAfter: config.Duration(config.DefaultIdleCheckAfter),
 				},
 			},
-		},
+		}, // The admin secret requires IAM auth: the connect keys come along
+		// (none: the fixture has no IAM users).
+		Connect: &xdsapi.ConnectKeys{Region: "local", Keys: []xdsapi.ConnectKey{}},
 	}
 	if !reflect.DeepEqual(cfg.Node, want.Node) {
 		t.Errorf("node\n got %+v\nwant %+v", cfg.Node, want.Node)

@@ -63,6 +63,44 @@ const (
 	SecretPasswordKey = "password"
 )
 
+// ConnectKeysSecret is the name of the GenericSecret with what a node
+// verifies connect tokens with; its ConnectKeysKey entry holds the JSON of
+// ConnectKeys.
+const (
+	ConnectKeysSecret = "iam/connect"
+	ConnectKeysKey    = "connect_keys"
+)
+
+// ConnectKeys is what a node needs to verify connect tokens offline: for
+// each access key allowed to connect through one of the node's proxies,
+// its date-scoped signing keys (never the secret access key) and what it
+// may connect as. The control plane evaluates the policies; the node only
+// looks the grant up.
+type ConnectKeys struct {
+	// Region is the region tokens must be signed for.
+	Region string       `json:"region"`
+	Keys   []ConnectKey `json:"keys"`
+}
+
+// ConnectKey is one access key allowed dbproxy:Connect.
+type ConnectKey struct {
+	AccessKeyID string `json:"access_key_id"`
+	// User is the IAM user the key belongs to (for logs).
+	User string `json:"user"`
+	// SigningKeys maps a credential-scope date (20060102) to the hex of
+	// the key's SigV4 signing key for that date, the region and service
+	// rds-db.
+	SigningKeys map[string]string `json:"signing_keys"`
+	// Allow lists what the key may connect as, sorted.
+	Allow []ConnectGrant `json:"allow"`
+}
+
+// ConnectGrant allows connecting through a proxy as a database user.
+type ConnectGrant struct {
+	Proxy  string `json:"proxy"`
+	DBUser string `json:"db_user"`
+}
+
 // DBSecretName returns the xDS Secret name of the model's database secret.
 func DBSecretName(secret string) string { return DBSecretPrefix + secret }
 
@@ -102,10 +140,13 @@ type ListenerConfig struct {
 	// TLSSecret is NodeTLSSecret when the control plane pushes the node's
 	// certificate, and empty otherwise.
 	TLSSecret string `json:"tls_secret,omitempty"`
+	// ConnectSecret is ConnectKeysSecret when an auth block requires IAM
+	// authentication (connect tokens), and empty otherwise.
+	ConnectSecret string `json:"connect_secret,omitempty"`
 }
 
 // SecretNames returns the xDS Secret names the listener needs, in auth
-// order followed by the TLS secret.
+// order followed by the TLS and the connect-keys secrets.
 func (c ListenerConfig) SecretNames() []string {
 	names := make([]string, 0, len(c.Auth)+1)
 	for _, a := range c.Auth {
@@ -113,6 +154,9 @@ func (c ListenerConfig) SecretNames() []string {
 	}
 	if c.TLSSecret != "" {
 		names = append(names, c.TLSSecret)
+	}
+	if c.ConnectSecret != "" {
+		names = append(names, c.ConnectSecret)
 	}
 	return names
 }

@@ -1,0 +1,143 @@
+// Package tokenauth verifies connect tokens on a data-plane node, offline:
+// RDS-style SigV4 presigned tokens (service rds-db, action connect, the
+// database user in DBUser) checked against the date-scoped signing keys and
+// the grants the control plane pushed. The node never holds a secret access
+// key and never calls the control plane to log a client in.
+package tokenauth
+
+import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/dbproxy/dbproxy/internal/sigv4"
+	"github.com/dbproxy/dbproxy/internal/xdsapi"
+)
+
+// ConnectAction is the Action of a connect token.
+const ConnectAction = "connect"
+
+// ErrNotAllowed means the token is valid but its key may not connect as
+// that database user through that proxy.
+var ErrNotAllowed = errors.New("not allowed to connect")
+
+// Verifier checks connect tokens against one set of pushed keys. It is
+// immutable and safe for concurrent use; a new set of keys makes a new
+// Verifier.
+type Verifier struct {
+	keys map[string]*key
+	v    sigv4.Verifier
+}
+
+type key struct {
+	user    string
+	signing map[string][]byte
+	allow   map[xdsapi.ConnectGrant]bool
+}
+
+// New returns a verifier for ck; nil ck (no keys pushed) gives one that
+// refuses every token. now is the clock (nil: time.Now).
+func New(ck *xdsapi.ConnectKeys, now func() time.Time) (*Verifier, error) {
+	vf := &Verifier{keys: map[string]*key{}}
+	region := sigv4.DefaultRegion
+	if ck != nil {
+		if ck.Region != "" {
+			region = ck.Region
+		}
+		for _, k := range ck.Keys {
+			kk := &key{user: k.User, signing: map[string][]byte{}, allow: map[xdsapi.ConnectGrant]bool{}}
+			for date, h := range k.SigningKeys {
+				b, err := hex.DecodeString(h)
+				if err != nil {
+					// The error would quote key material; name the key only.
+					return nil, fmt.Errorf("connect key %s: signing key for %s is not hex", k.AccessKeyID, date)
+				}
+				kk.signing[date] = b
+			}
+			for _, g := range k.Allow {
+				kk.allow[g] = true
+			}
+			vf.keys[k.AccessKeyID] = kk
+		}
+	}
+	vf.v = sigv4.Verifier{SigningKeys: vf.signingKey, Region: region, Now: now}
+	return vf, nil
+}
+
+func (vf *Verifier) signingKey(_ context.Context, id string, scope sigv4.Scope) ([]byte, error) {
+	k, ok := vf.keys[id]
+	if !ok {
+		return nil, fmt.Errorf("access key %s may not connect through this node: %w", id, sigv4.ErrUnknownKey)
+	}
+	if scope.Service != sigv4.ServiceRDS {
+		return nil, fmt.Errorf("service %q: %w", scope.Service, sigv4.ErrWrongService)
+	}
+	sk, ok := k.signing[scope.Date]
+	if !ok {
+		return nil, fmt.Errorf("access key %s has no signing key for %s on this node: %w", id, scope.Date, sigv4.ErrUnknownKey)
+	}
+	return sk, nil
+}
+
+// Identity is who a verified token speaks for.
+type Identity struct {
+	AccessKeyID string
+	User        string
+}
+
+// Check verifies token for logging in as dbUser through proxy: signature,
+// lifetime, action, DBUser, and the key's grant. The error says why in
+// words fit for the client; it never contains the token.
+func (vf *Verifier) Check(ctx context.Context, token, proxy, dbUser string) (Identity, error) {
+	if vf == nil {
+		return Identity{}, errors.New("this node has no connect keys")
+	}
+	tok, err := vf.v.VerifyToken(ctx, token, sigv4.ServiceRDS)
+	if err != nil {
+		return Identity{}, describe(err)
+	}
+	if tok.Action != ConnectAction {
+		return Identity{}, fmt.Errorf("the token's action is %q, not %s", tok.Action, ConnectAction)
+	}
+	if got := tok.Params["DBUser"]; len(got) != 1 || got[0] != dbUser {
+		return Identity{}, fmt.Errorf("the token is for another database user, not %s", dbUser)
+	}
+	k := vf.keys[tok.AccessKeyID]
+	if !k.allow[xdsapi.ConnectGrant{Proxy: proxy, DBUser: dbUser}] {
+		return Identity{}, fmt.Errorf("access key %s (user %s) is %w as %s through proxy %s", tok.AccessKeyID, k.user, ErrNotAllowed, dbUser, proxy)
+	}
+	return Identity{AccessKeyID: tok.AccessKeyID, User: k.user}, nil
+}
+
+// describe turns a verification error into what the client is told; the
+// result still matches the sigv4 sentinel with errors.Is.
+func describe(err error) error {
+	msg := "the connect token is not valid"
+	switch {
+	case errors.Is(err, sigv4.ErrMissingAuth), errors.Is(err, sigv4.ErrMalformed):
+		msg = "the password is not a connect token"
+	case errors.Is(err, sigv4.ErrExpired):
+		msg = "the connect token has expired"
+	case errors.Is(err, sigv4.ErrClockSkew):
+		msg = "the connect token is signed in the future (is the client's clock right?)"
+	case errors.Is(err, sigv4.ErrBadSignature):
+		msg = "the connect token's signature does not match"
+	case errors.Is(err, sigv4.ErrWrongRegion), errors.Is(err, sigv4.ErrWrongService):
+		msg = "the connect token is signed for another region or service"
+	case errors.Is(err, sigv4.ErrUnknownKey):
+		// The lookup's message names the key and why.
+		msg = err.Error()
+	}
+	return &reason{msg: msg, err: err}
+}
+
+// reason is an error with a message of its own that unwraps to its cause.
+type reason struct {
+	msg string
+	err error
+}
+
+func (r *reason) Error() string { return r.msg }
+func (r *reason) Unwrap() error { return r.err }
