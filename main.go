@@ -32,7 +32,8 @@ commands:
                 (--control-plane ADDR --zone Z --node-id ID --credentials FILE)
                 or from a static file (--config FILE)
   api           send one signed request to the admin API (METHOD PATH [BODY])
-  token         print a connect token (not built yet)
+  token         print a connect token for logging in to a proxy as a
+                database user (--hostname H --port P --username U)
   dev           a control plane, a node per zone on 127.0.x.1 and a MariaDB
                 server on one machine, for trying dbproxy out
 
@@ -61,8 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "dev":
 		return runDev(args[1:], stdout, stderr)
 	case "token":
-		fmt.Fprintf(stderr, "dbproxy %s: not built yet\n", args[0])
-		return 2
+		return runToken(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

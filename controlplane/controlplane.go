@@ -444,6 +444,17 @@ func ReadState(ctx context.Context, st store.Store) (*model.State, error) {
 		if out.Endpoints, err = store.DecodeAll[model.Endpoint](r, model.KindEndpoint, ""); err != nil {
 			return err
 		}
+		// Access keys, policies and attachments decide who may connect
+		// with a token.
+		if out.AccessKeys, err = store.DecodeAll[model.AccessKey](r, model.KindAccessKey, ""); err != nil {
+			return err
+		}
+		if out.Policies, err = store.DecodeAll[model.Policy](r, model.KindPolicy, ""); err != nil {
+			return err
+		}
+		if out.Attachments, err = store.DecodeAll[model.Attachment](r, model.KindAttachment, ""); err != nil {
+			return err
+		}
 		return nil
 	})
 	if err != nil {

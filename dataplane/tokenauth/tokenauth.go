@@ -69,14 +69,14 @@ func New(ck *xdsapi.ConnectKeys, now func() time.Time) (*Verifier, error) {
 func (vf *Verifier) signingKey(_ context.Context, id string, scope sigv4.Scope) ([]byte, error) {
 	k, ok := vf.keys[id]
 	if !ok {
-		return nil, fmt.Errorf("access key %s may not connect through this node: %w", id, sigv4.ErrUnknownKey)
+		return nil, &reason{msg: fmt.Sprintf("access key %s may not connect through this node", id), err: sigv4.ErrUnknownKey}
 	}
 	if scope.Service != sigv4.ServiceRDS {
 		return nil, fmt.Errorf("service %q: %w", scope.Service, sigv4.ErrWrongService)
 	}
 	sk, ok := k.signing[scope.Date]
 	if !ok {
-		return nil, fmt.Errorf("access key %s has no signing key for %s on this node: %w", id, scope.Date, sigv4.ErrUnknownKey)
+		return nil, &reason{msg: fmt.Sprintf("access key %s has no signing key for %s on this node (the token's date)", id, scope.Date), err: sigv4.ErrUnknownKey}
 	}
 	return sk, nil
 }
@@ -126,9 +126,11 @@ func describe(err error) error {
 		msg = "the connect token's signature does not match"
 	case errors.Is(err, sigv4.ErrWrongRegion), errors.Is(err, sigv4.ErrWrongService):
 		msg = "the connect token is signed for another region or service"
-	case errors.Is(err, sigv4.ErrUnknownKey):
-		// The lookup's message names the key and why.
-		msg = err.Error()
+	}
+	// The key lookup's own words name the key and why.
+	var own *reason
+	if errors.As(err, &own) {
+		msg = own.msg
 	}
 	return &reason{msg: msg, err: err}
 }
