@@ -119,6 +119,28 @@ api GET "/v1/rollout?revision=$rev&wait=60s" | grep -q '"complete": true' || die
 mariadb --no-defaults -h 127.0.3.1 -P "$port" -uapp -p"$db_password" --ssl --ssl-ca="$ca" app --table \
 	-e "SELECT @@session.wait_timeout AS wait_timeout_from_init_query"
 
+say "IAM authentication: app may now log in only with a connect token"
+api PUT /v1/iam/users/reporter '{}' >/dev/null
+api PUT /v1/iam/policies/connect-app '{"policy": "{\"Version\": \"2012-10-17\", \"Statement\": [{\"Effect\": \"Allow\", \"Action\": \"dbproxy:Connect\", \"Resource\": \"proxy/main/dbuser/app\"}]}"}' >/dev/null
+api PUT /v1/iam/users/reporter/policies/connect-app '{}' >/dev/null
+api POST /v1/iam/users/reporter/access-keys >"$tmp/key.json"
+key_id="$(sed -n 's/^  "access_key_id": "\([^"]*\)".*/\1/p' "$tmp/key.json")"
+key_secret="$(sed -n 's/^  "secret_access_key": "\([^"]*\)".*/\1/p' "$tmp/key.json")"
+[[ -n "$key_id" && -n "$key_secret" ]] || die "cannot read the new access key"
+(umask 077 && printf '{"access_key_id": "%s", "secret_access_key": "%s"}\n' "$key_id" "$key_secret" >"$tmp/reporter.json")
+out="$(api PUT /v1/proxies/main '{"zones": ["a", "b", "c"], "auth": [{"secret": "app", "iam_auth": "REQUIRED"}], "require_tls": true}')"
+rev="$(printf '%s\n' "$out" | sed -n 's/^  "revision": \([0-9]*\),/\1/p')"
+api GET "/v1/rollout?revision=$rev&wait=60s" | grep -q '"complete": true' || die "iam_auth REQUIRED did not roll out"
+token="$("$dbproxy" token --credentials "$tmp/reporter.json" --hostname 127.0.2.1 --port "$port" --username app)"
+echo "demo: dbproxy token printed a 15-minute token: ${token%%&X-Amz-Credential*}&X-Amz-Credential=..."
+mariadb --no-defaults -h 127.0.2.1 -P "$port" -uapp -p"$token" --ssl --ssl-ca="$ca" --ssl-verify-server-cert app --table \
+	-e "SELECT 'logged in with a connect token' AS message, CURRENT_USER() AS db_user"
+if mariadb --no-defaults -h 127.0.2.1 -P "$port" -uapp -p"$db_password" --ssl --ssl-ca="$ca" app -e 'SELECT 1' 2>"$tmp/pw.err"; then
+	die "the database password still logs in"
+fi
+echo "demo: the password is refused now:"
+cat "$tmp/pw.err"
+
 say "The target's health as the nodes report it (GET /v1/proxies/main/targets/db1)"
 for ((i = 0; i < 100; i++)); do
 	api GET /v1/proxies/main/targets/db1 >"$tmp/target.json"
