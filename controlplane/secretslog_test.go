@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/dbproxy/dbproxy/controlplane"
 	"github.com/dbproxy/dbproxy/controlplane/model"
+	"github.com/dbproxy/dbproxy/controlplane/translate"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
 	"github.com/dbproxy/dbproxy/internal/cptest"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
@@ -73,12 +75,13 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 	ctx := context.Background()
 
 	password := randomSecret(t, "pw1-")
+	bad := randomSecret(t, "badsecret-")
 	rotated := randomSecret(t, "pw2-")
 	wrong := randomSecret(t, "wrong-")
 	if err := db.CreateUser(ctx, "logcheck", password); err != nil {
 		t.Fatal(err)
 	}
-	secrets := map[string]string{"database password": password, "rotated database password": rotated, "wrong client password": wrong}
+	secrets := map[string]string{"database password": password, "rotated database password": rotated, "wrong client password": wrong, "a wrong secret key": bad}
 
 	var nodes []*cptest.Node
 	for i, z := range zones {
@@ -86,9 +89,26 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 		secrets["secret key of node-"+z] = creds.SecretAccessKey
 		nodes = append(nodes, cp.StartNode(cptest.NodeOptions{ID: "node-" + z, Zone: z, Host: cptest.ZoneHost(i), Credentials: creds}))
 	}
+	tokenDBPassword := randomSecret(t, "tokdb-")
+	if err := db.CreateUser(ctx, "tokcheck", tokenDBPassword); err != nil {
+		t.Fatal(err)
+	}
+	secrets["database password of the token user"] = tokenDBPassword
 	cp.Do("PUT", "/v1/secrets/app", map[string]any{"username": "logcheck", "password": password}, nil)
+	cp.Do("PUT", "/v1/secrets/tok", map[string]any{"username": "tokcheck", "password": tokenDBPassword}, nil)
 	var p model.Proxy
-	cp.Do("PUT", "/v1/proxies/main", map[string]any{"zones": zones, "debug_logging": true, "auth": []map[string]any{{"secret": "app"}}}, &p)
+	cp.Do("PUT", "/v1/proxies/main", map[string]any{"zones": zones, "debug_logging": true, "auth": []map[string]any{
+		{"secret": "app"}, {"secret": "tok", "iam_auth": "REQUIRED"}}}, &p)
+	cp.Do("PUT", "/v1/iam/users/reporter", map[string]any{}, nil)
+	cp.Do("PUT", "/v1/iam/policies/connect", map[string]string{"policy": `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dbproxy:Connect","Resource":"proxy/main/dbuser/tokcheck"}]}`}, nil)
+	cp.Do("PUT", "/v1/iam/users/reporter/policies/connect", map[string]any{}, nil)
+	var reporter model.AccessKey
+	cp.Do("POST", "/v1/iam/users/reporter/access-keys", nil, &reporter)
+	secrets["secret key of reporter"] = reporter.SecretAccessKey
+	for _, d := range translate.ConnectDates(time.Now()) {
+		sk := sigv4.SigningKey(reporter.SecretAccessKey, sigv4.Scope{Date: d, Region: sigv4.DefaultRegion, Service: sigv4.ServiceRDS})
+		secrets["signing key of reporter for "+d] = hex.EncodeToString(sk)
+	}
 	var tg model.Target
 	cp.Do("PUT", "/v1/proxies/main/targets/db1", map[string]any{"host": db.Host, "port": db.Port, "zone": "a"}, &tg)
 	cp.WaitRollout(tg.Revision, zones...)
@@ -109,6 +129,34 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 		var me *mysql.MySQLError
 		if err := login(n, wrong); !errors.As(err, &me) || me.Number != 1045 {
 			t.Fatalf("login through %s with a wrong password: %v; want error 1045", n.ID, err)
+		}
+	}
+
+	// Connect tokens: good ones, an expired one, one signed with a wrong
+	// secret. Each token is a secret for its lifetime.
+	for i, n := range nodes {
+		hostPort := addr(n.Host, p.Port)
+		good, err := sigv4.Presign(ctx, hostPort, "connect", url.Values{"DBUser": {"tokcheck"}}, sigv4.ServiceRDS, sigv4.DefaultRegion,
+			15*time.Minute, sigv4.Credentials{AccessKeyID: reporter.ID, SecretAccessKey: reporter.SecretAccessKey}, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		expired, _ := sigv4.Presign(ctx, hostPort, "connect", url.Values{"DBUser": {"tokcheck"}}, sigv4.ServiceRDS, sigv4.DefaultRegion,
+			15*time.Minute, sigv4.Credentials{AccessKeyID: reporter.ID, SecretAccessKey: reporter.SecretAccessKey}, time.Now().Add(-time.Hour))
+		forged, _ := sigv4.Presign(ctx, hostPort, "connect", url.Values{"DBUser": {"tokcheck"}}, sigv4.ServiceRDS, sigv4.DefaultRegion,
+			15*time.Minute, sigv4.Credentials{AccessKeyID: reporter.ID, SecretAccessKey: bad}, time.Now())
+		for j, tok := range []string{good, expired, forged} {
+			secrets[fmt.Sprintf("connect token %d of node %d", j, i)] = tok
+			db, err := sql.Open("mysql", fmt.Sprintf("tokcheck:%s@tcp(%s)/%s?timeout=5s&tls=skip-verify&allowCleartextPasswords=true", tok, hostPort, nodetest.Database))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var v int
+			err = db.QueryRowContext(ctx, "SELECT 1").Scan(&v)
+			db.Close()
+			if (j == 0) != (err == nil) {
+				t.Fatalf("token %d through %s: %v", j, n.ID, err)
+			}
 		}
 	}
 
@@ -140,8 +188,6 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 			t.Fatalf("%s: %v; want a 4xx", what, err)
 		}
 	}
-	bad := randomSecret(t, "badsecret-")
-	secrets["a wrong secret key"] = bad
 	refused("wrong secret", sigv4.Credentials{AccessKeyID: root.AccessKeyID, SecretAccessKey: bad}, nil)
 	refused("unknown key", sigv4.Credentials{AccessKeyID: "AKIDUNKNOWNUNKNOWN00", SecretAccessKey: bad}, nil)
 	refused("expired signature", sigv4.Credentials{AccessKeyID: root.AccessKeyID, SecretAccessKey: root.SecretAccessKey},
@@ -185,7 +231,7 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 	secrets["master key"] = strings.TrimSpace(string(mk))
 
 	logs := sink.String()
-	if !strings.Contains(logs, "node-stray") || !strings.Contains(logs, "logcheck") {
+	if !strings.Contains(logs, "node-stray") || !strings.Contains(logs, "logcheck") || !strings.Contains(logs, "connect token accepted") {
 		t.Fatalf("the log sink missed the run (%d bytes); the test would prove nothing", len(logs))
 	}
 	for what, s := range secrets {
