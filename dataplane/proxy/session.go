@@ -757,19 +757,13 @@ func (s *clientConn) forward(pkt []byte, cls session.Class, mode relayMode) erro
 		be.Broken = true
 		held := s.mustHold()
 		s.dropBackend()
-		if !held {
-			// Nothing reached the server: try once more on a fresh connection.
-			if be, serr = s.acquire(cls); serr != nil {
-				s.countErr()
-				return s.sendErr(serr)
-			}
-			if err := be.WriteCommand(pkt); err != nil {
-				be.Broken = true
-				s.dropBackend()
-				return s.lostBackend(false)
-			}
-		} else {
+		if held {
 			return s.lostBackend(false)
+		}
+		// Nothing reached the server: try once more on a fresh connection.
+		var done error
+		if be, done = s.resend(cls, pkt); be == nil {
+			return done
 		}
 	}
 	if !rerun {
@@ -786,16 +780,28 @@ func (s *clientConn) forward(pkt []byte, cls session.Class, mode relayMode) erro
 	s.logger().Debug("database connection broke before the response; running the read again on another", "error", err)
 	be.Broken = true
 	s.dropBackend()
-	if be, serr = s.acquire(cls); serr != nil {
+	var done error
+	if be, done = s.resend(cls, pkt); be == nil {
+		return done
+	}
+	return s.relay(be, cls, mode)
+}
+
+// resend borrows a fresh connection and sends pkt on it. When that fails
+// the client is told and the connection is nil; the error is what the
+// command's handler returns.
+func (s *clientConn) resend(cls session.Class, pkt []byte) (*backend.Conn, error) {
+	be, serr := s.acquire(cls)
+	if serr != nil {
 		s.countErr()
-		return s.sendErr(serr)
+		return nil, s.sendErr(serr)
 	}
 	if err := be.WriteCommand(pkt); err != nil {
 		be.Broken = true
 		s.dropBackend()
-		return s.lostBackend(false)
+		return nil, s.lostBackend(false)
 	}
-	return s.relay(be, cls, mode)
+	return be, nil
 }
 
 // relay relays a response and then applies the boundary rules.
