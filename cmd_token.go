@@ -55,6 +55,10 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 		}
 	} else {
 		c.AccessKeyID, c.SecretAccessKey = os.Getenv("AWS_ACCESS_KEY_ID"), os.Getenv("AWS_SECRET_ACCESS_KEY")
+		if c.AccessKeyID != "" {
+			// These may be real AWS keys; say which key signs.
+			fmt.Fprintf(stderr, "dbproxy token: signing with access key %s from $AWS_ACCESS_KEY_ID\n", c.AccessKeyID)
+		}
 	}
 	if c.AccessKeyID == "" || c.SecretAccessKey == "" {
 		fmt.Fprintln(stderr, "dbproxy token: no access key: give --credentials (or $DBPROXY_CREDENTIALS), or set $AWS_ACCESS_KEY_ID and $AWS_SECRET_ACCESS_KEY")

@@ -108,6 +108,11 @@ type Server struct {
 		sync.Mutex
 		state *model.State
 		snaps map[string]*cache.Snapshot
+		// epoch is the certificate period and day the snapshots were
+		// built for; a new one empties snaps, so that snapshots with
+		// old certificates and signing keys do not pile up while no
+		// commit comes.
+		epoch string
 	}
 }
 
@@ -365,12 +370,18 @@ func (s *Server) build(ctx context.Context, node xdsapi.NodeInfo) (*cache.Snapsh
 	if err != nil {
 		return nil, 0, err
 	}
-	// The certificate period and the day are part of the key: a new
-	// period means new node certificates, a new day new connect signing
-	// keys, even when the state has not changed.
+	// Snapshots are cached per (zone, address) within an epoch, the
+	// certificate period and the day: a new period means new node
+	// certificates, a new day new connect signing keys, even when the
+	// state has not changed.
 	now := s.opts.Now()
-	key := node.Zone + "\x00" + node.Address + "\x00" + strconv.FormatInt(pki.NodeCertPeriod(now), 10) + "\x00" + sigv4.ScopeDate(now)
+	epoch := strconv.FormatInt(pki.NodeCertPeriod(now), 10) + "\x00" + sigv4.ScopeDate(now)
+	key := node.Zone + "\x00" + node.Address
 	s.buildMu.Lock()
+	if s.buildMu.epoch != epoch {
+		s.buildMu.epoch = epoch
+		s.buildMu.snaps = map[string]*cache.Snapshot{}
+	}
 	snap, ok := s.buildMu.snaps[key]
 	s.buildMu.Unlock()
 	if ok {
@@ -395,7 +406,7 @@ func (s *Server) build(ctx context.Context, node xdsapi.NodeInfo) (*cache.Snapsh
 		return nil, 0, fmt.Errorf("hash snapshot for node %s: %w", node.ID, err)
 	}
 	s.buildMu.Lock()
-	if s.buildMu.state == st {
+	if s.buildMu.state == st && s.buildMu.epoch == epoch {
 		s.buildMu.snaps[key] = snap
 	}
 	s.buildMu.Unlock()

@@ -434,3 +434,34 @@ func TestStoreFailureIsNotASignatureError(t *testing.T) {
 		t.Fatalf("request with the store closed: %v, want 500 InternalError", err)
 	}
 }
+
+// TestAuthBlocksNeedDistinctUsernames: a node could not tell which auth
+// block a login belongs to, so a proxy whose secrets share a username is
+// refused, as is a secret's rename into such a collision.
+func TestAuthBlocksNeedDistinctUsernames(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(e.root)
+	must(t, c, "PUT", "/v1/secrets/pw", obj(`{"username":"app","password":"x"}`), nil)
+	must(t, c, "PUT", "/v1/secrets/tok", obj(`{"username":"app","password":"y"}`), nil)
+	must(t, c, "PUT", "/v1/secrets/other", obj(`{"username":"reporting","password":"z"}`), nil)
+	ae := do(t, c, "PUT", "/v1/proxies/p", obj(`{"zones":["a"],"auth":[{"secret":"tok","iam_auth":"REQUIRED"},{"secret":"pw"}]}`), nil)
+	if ae == nil || ae.Status != 409 || ae.Field != "auth[1].secret" || !strings.Contains(ae.Message, `username "app"`) {
+		t.Fatalf("two auth blocks for one username: %+v; want 409 naming auth[1].secret", ae)
+	}
+	must(t, c, "PUT", "/v1/proxies/p", obj(`{"zones":["a"],"auth":[{"secret":"tok","iam_auth":"REQUIRED"},{"secret":"other"}]}`), nil)
+	ae = do(t, c, "PUT", "/v1/secrets/other", obj(`{"username":"app"}`), nil)
+	if ae == nil || ae.Status != 409 || ae.Field != "username" {
+		t.Fatalf("renaming a secret into a collision: %+v; want 409 naming username", ae)
+	}
+	var s model.Secret
+	must(t, c, "GET", "/v1/secrets/other", nil, &s)
+	if s.Username != "reporting" {
+		t.Fatalf("the refused rename was stored: %q", s.Username)
+	}
+	// A rename that collides with nothing is fine.
+	must(t, c, "PUT", "/v1/secrets/other", obj(`{"username":"reports"}`), nil)
+	ae = do(t, c, "PUT", "/v1/proxies/q", obj(`{"zones":["a"],"auth":[{"secret":"missing"}]}`), nil)
+	if ae == nil || ae.Status != 404 || ae.Field != "auth[0].secret" {
+		t.Fatalf("a missing secret: %+v; want 404 naming auth[0].secret", ae)
+	}
+}

@@ -252,12 +252,59 @@ func proxyMustExist(tx store.Reader, proxy string) error {
 	return nil
 }
 
-func (a *API) prepareSecret(_ store.Tx, cur, next *model.Secret) error {
+func (a *API) prepareSecret(tx store.Tx, cur, next *model.Secret) error {
 	if next.Password == "" {
 		if cur == nil {
 			return errBadRequest("password", "is required when the secret is created")
 		}
 		next.Password = cur.Password
+	}
+	if cur == nil || cur.Username == next.Username {
+		return nil
+	}
+	// A new username must not collide with another auth block of a
+	// proxy using this secret (see checkUsernames).
+	proxies, err := store.DecodeAll[model.Proxy](tx, model.KindProxy, "")
+	if err != nil {
+		return err
+	}
+	for _, p := range proxies {
+		for _, au := range p.Auth {
+			if au.Secret != next.Name {
+				continue
+			}
+			if err := checkUsernames(tx, &p, next); err != nil {
+				var e *Error
+				if errors.As(err, &e) {
+					e.Field = "username"
+				}
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkUsernames refuses a proxy whose auth blocks name secrets with the
+// same username: a node could not tell which block, password or IAM
+// authentication, a login of that user belongs to. override, when not
+// nil, stands for the stored secret of its name.
+func checkUsernames(tx store.Tx, p *model.Proxy, override *model.Secret) error {
+	seen := map[string]int{}
+	for i, au := range p.Auth {
+		var sec model.Secret
+		if override != nil && au.Secret == override.Name {
+			sec = *override
+		} else if err := getInto(tx, model.KindSecret, au.Secret, &sec); errors.Is(err, store.ErrNotFound) {
+			return orNotFound(nil, fmt.Sprintf("auth[%d].secret", i), "secret %q", au.Secret)
+		} else if err != nil {
+			return err
+		}
+		if j, dup := seen[sec.Username]; dup {
+			return errConflict(fmt.Sprintf("auth[%d].secret", i), "secret %q has username %q, as secret %q of auth[%d] of proxy %q does; a proxy's auth blocks need distinct usernames",
+				au.Secret, sec.Username, p.Auth[j].Secret, j, p.Name)
+		}
+		seen[sec.Username] = i
 	}
 	return nil
 }
@@ -278,10 +325,8 @@ func (a *API) secretInUse(tx store.Tx, cur *model.Secret) error {
 }
 
 func (a *API) prepareProxy(tx store.Tx, cur, next *model.Proxy) error {
-	for i, au := range next.Auth {
-		if ok, err := exists(tx, model.KindSecret, au.Secret); err != nil || !ok {
-			return orNotFound(err, fmt.Sprintf("auth[%d].secret", i), "secret %q", au.Secret)
-		}
+	if err := checkUsernames(tx, next, nil); err != nil {
+		return err
 	}
 	if next.Port == 0 && cur != nil {
 		next.Port = cur.Port

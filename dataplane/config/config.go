@@ -391,10 +391,19 @@ func (c *Config) Validate() error {
 		if len(p.Auth) == 0 {
 			bad(f+".auth", "at least one auth block is required")
 		}
+		users := map[string]int{}
 		for j, a := range p.Auth {
 			af := fmt.Sprintf("%s.auth[%d]", f, j)
 			if !secrets[a.Secret] {
 				bad(af+".secret", "unknown secret %q", a.Secret)
+			}
+			// One block per username: a login must belong to exactly
+			// one, with its password or IAM authentication.
+			if sec, ok := c.SecretByName(a.Secret); ok {
+				if k, dup := users[sec.Username]; dup {
+					bad(af+".secret", "secret %q has username %q, as the secret of auth[%d] does; auth blocks need distinct usernames", a.Secret, sec.Username, k)
+				}
+				users[sec.Username] = j
 			}
 			if a.IAMAuth != vocab.IAMAuthDisabled && a.IAMAuth != vocab.IAMAuthRequired {
 				bad(af+".iam_auth", "must be DISABLED or REQUIRED, got %q", a.IAMAuth)

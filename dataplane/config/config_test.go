@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/dbproxy/dbproxy/internal/vocab"
+	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
 const minimal = `{
@@ -167,6 +168,23 @@ func TestValidationErrorsNameTheirField(t *testing.T) {
 		{"unknown secret", func(c *Config) { c.Proxies[0].Auth[0].Secret = "nope" }, "proxies[0].auth[0].secret"},
 		{"iam auth", func(c *Config) { c.Proxies[0].Auth[0].IAMAuth = "MAYBE" }, "proxies[0].auth[0].iam_auth"},
 		{"password auth type", func(c *Config) { c.Proxies[0].Auth[0].ClientPasswordAuthType = "PLAIN" }, "proxies[0].auth[0].client_password_auth_type"},
+		{"two auth blocks for one username", func(c *Config) {
+			c.Secrets = append(c.Secrets, Secret{Name: "twin", Username: c.Secrets[0].Username, Password: "pw2"})
+			c.Proxies[0].Auth = append(c.Proxies[0].Auth, Auth{Secret: "twin", IAMAuth: vocab.IAMAuthRequired, ClientPasswordAuthType: vocab.AuthNativePassword})
+		}, "proxies[0].auth[1].secret"},
+		{"connect key id", func(c *Config) {
+			c.Connect = &xdsapi.ConnectKeys{Keys: []xdsapi.ConnectKey{{SigningKeys: map[string]string{"20261201": strings.Repeat("ab", 32)}}}}
+		}, "connect.keys[0].access_key_id"},
+		{"connect signing key", func(c *Config) {
+			c.Connect = &xdsapi.ConnectKeys{Keys: []xdsapi.ConnectKey{{AccessKeyID: "AK", SigningKeys: map[string]string{"20261201": "pw-not-hex"}}}}
+		}, "connect.keys[0].signing_keys"},
+		{"connect signing key date", func(c *Config) {
+			c.Connect = &xdsapi.ConnectKeys{Keys: []xdsapi.ConnectKey{{AccessKeyID: "AK", SigningKeys: map[string]string{"2026-12-01": strings.Repeat("ab", 32)}}}}
+		}, "connect.keys[0].signing_keys"},
+		{"connect grant", func(c *Config) {
+			c.Connect = &xdsapi.ConnectKeys{Keys: []xdsapi.ConnectKey{{AccessKeyID: "AK", SigningKeys: map[string]string{"20261201": strings.Repeat("ab", 32)},
+				Allow: []xdsapi.ConnectGrant{{Proxy: "main"}}}}}
+		}, "connect.keys[0].allow[0]"},
 		{"no endpoints", func(c *Config) { c.Proxies[0].Endpoints = nil }, "proxies[0].endpoints"},
 		{"endpoint address", func(c *Config) { c.Proxies[0].Endpoints[0].Address = "6033" }, "proxies[0].endpoints[0].address"},
 		{"duplicate address", func(c *Config) {

@@ -27,6 +27,7 @@ import (
 	"github.com/dbproxy/dbproxy/dataplane/proxy"
 	"github.com/dbproxy/dbproxy/dataplane/tokenauth"
 	"github.com/dbproxy/dbproxy/internal/vocab"
+	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
 // DefaultVersion is announced to clients until a target's version is known.
@@ -136,10 +137,20 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 	if err != nil {
 		return err
 	}
-	oldTokens := n.tokens.Swap(tokens)
+	n.tokens.Store(tokens)
 	undo := func() {
 		undoTLS()
-		n.tokens.Store(oldTokens)
+		// The old configuration stays, with only the keys both agree
+		// on: a key the new one revokes stays revoked.
+		var old *xdsapi.ConnectKeys
+		if n.mu.cfg != nil {
+			old = n.mu.cfg.Connect
+		}
+		common, err := tokenauth.New(tokenauth.Common(old, cfg.Connect), nil)
+		if err != nil {
+			common = nil // refuse every token rather than keep revoked keys
+		}
+		n.tokens.Store(common)
 	}
 	if n.mu.admin == nil && cfg.Node.AdminAddress != "" {
 		if err := n.startAdminLocked(cfg.Node.AdminAddress); err != nil {
@@ -271,6 +282,11 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 		method := mysql.AuthNativePassword
 		if a.ClientPasswordAuthType == vocab.AuthCachingSHA2Password {
 			method = mysql.AuthCachingSHA2Password
+		}
+		if prev, dup := creds[sec.Username]; dup && prev.Token != nil {
+			// Validate refuses two blocks for one username; should
+			// they get here, IAM authentication wins over a password.
+			continue
 		}
 		cred := mysql.Credential{Password: sec.Password, Method: method}
 		if a.IAMAuth == vocab.IAMAuthRequired {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -146,6 +147,29 @@ func TestConnectTokens(t *testing.T) {
 		})
 	}
 
+	t.Run("revoked even when the rest fails to apply", func(t *testing.T) {
+		// The new configuration drops AKIAGOOD's grant, keeps AKIAOTHER,
+		// and adds a proxy the node cannot start (its address is taken).
+		next := *cfg
+		next.Connect = &xdsapi.ConnectKeys{Region: sigv4.DefaultRegion, Keys: []xdsapi.ConnectKey{cfg.Connect.Keys[1]}}
+		broken := cfg.Proxies[0]
+		broken.Name = "broken"
+		broken.Endpoints = []config.Endpoint{{Name: "rw", Address: env.Addr, TargetRole: vocab.TargetRoleReadWrite}}
+		next.Proxies = append(slices.Clone(cfg.Proxies), broken)
+		if err := env.Node.Apply(t.Context(), &next); err == nil {
+			t.Fatal("a proxy on a taken address applied")
+		}
+		if err := login("tokenuser", good, overTLS); err == nil || !strings.Contains(err.Error(), "may not connect through this node") {
+			t.Fatalf("token of a key the rejected configuration revoked: %v", err)
+		}
+		// Put the keys back for the next subtest.
+		if err := env.Node.Apply(t.Context(), cfg); err != nil {
+			t.Fatal(err)
+		}
+		if err := login("tokenuser", good, overTLS); err != nil {
+			t.Fatalf("token after the keys came back: %v", err)
+		}
+	})
 	t.Run("keys withdrawn", func(t *testing.T) {
 		db, err := sql.Open("mysql", (&gomysql.Config{User: "tokenuser", Passwd: good, Net: "tcp", Addr: env.Addr, DBName: nodetest.Database,
 			AllowNativePasswords: true, AllowCleartextPasswords: true, TLSConfig: "skip-verify"}).FormatDSN())

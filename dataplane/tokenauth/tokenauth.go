@@ -69,7 +69,7 @@ func New(ck *xdsapi.ConnectKeys, now func() time.Time) (*Verifier, error) {
 func (vf *Verifier) signingKey(_ context.Context, id string, scope sigv4.Scope) ([]byte, error) {
 	k, ok := vf.keys[id]
 	if !ok {
-		return nil, &reason{msg: fmt.Sprintf("access key %s may not connect through this node", id), err: sigv4.ErrUnknownKey}
+		return nil, &reason{msg: fmt.Sprintf("access key %s may not connect through this node (it is unknown, inactive or root's, or its user has no dbproxy:Connect grant for a proxy here)", id), err: sigv4.ErrUnknownKey}
 	}
 	if scope.Service != sigv4.ServiceRDS {
 		return nil, fmt.Errorf("service %q: %w", scope.Service, sigv4.ErrWrongService)
@@ -143,3 +143,44 @@ type reason struct {
 
 func (r *reason) Error() string { return r.msg }
 func (r *reason) Unwrap() error { return r.err }
+
+// Common returns what two sets of connect keys agree on: the keys in
+// both, with the signing keys (same day, same key) and grants of both. A
+// node that cannot apply a new configuration keeps serving the old one
+// with Common(old, new) keys, so that a revocation in the new one still
+// takes effect while an addition waits for a configuration it can apply.
+func Common(a, b *xdsapi.ConnectKeys) *xdsapi.ConnectKeys {
+	if a == nil || b == nil || a.Region != b.Region {
+		return nil
+	}
+	inB := map[string]xdsapi.ConnectKey{}
+	for _, k := range b.Keys {
+		inB[k.AccessKeyID] = k
+	}
+	out := &xdsapi.ConnectKeys{Region: a.Region, Keys: []xdsapi.ConnectKey{}}
+	for _, ka := range a.Keys {
+		kb, ok := inB[ka.AccessKeyID]
+		if !ok {
+			continue
+		}
+		k := xdsapi.ConnectKey{AccessKeyID: ka.AccessKeyID, User: ka.User, SigningKeys: map[string]string{}}
+		for date, sk := range ka.SigningKeys {
+			if kb.SigningKeys[date] == sk {
+				k.SigningKeys[date] = sk
+			}
+		}
+		grants := map[xdsapi.ConnectGrant]bool{}
+		for _, g := range kb.Allow {
+			grants[g] = true
+		}
+		for _, g := range ka.Allow {
+			if grants[g] {
+				k.Allow = append(k.Allow, g)
+			}
+		}
+		if len(k.SigningKeys) > 0 && len(k.Allow) > 0 {
+			out.Keys = append(out.Keys, k)
+		}
+	}
+	return out
+}

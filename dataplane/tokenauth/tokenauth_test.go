@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +103,35 @@ func TestCheck(t *testing.T) {
 	}
 	if _, err := New(&xdsapi.ConnectKeys{Keys: []xdsapi.ConnectKey{{AccessKeyID: "AK", SigningKeys: map[string]string{"20261201": "zz-secret-material"}}}}, nil); err == nil || strings.Contains(err.Error(), "secret-material") {
 		t.Fatalf("bad hex: %v", err)
+	}
+}
+
+func TestCommon(t *testing.T) {
+	g1, g2 := xdsapi.ConnectGrant{Proxy: "p", DBUser: "u1"}, xdsapi.ConnectGrant{Proxy: "p", DBUser: "u2"}
+	a := &xdsapi.ConnectKeys{Region: "r", Keys: []xdsapi.ConnectKey{
+		{AccessKeyID: "K1", SigningKeys: map[string]string{"d1": "a", "d2": "b"}, Allow: []xdsapi.ConnectGrant{g1, g2}},
+		{AccessKeyID: "K2", SigningKeys: map[string]string{"d1": "c"}, Allow: []xdsapi.ConnectGrant{g1}},
+		{AccessKeyID: "K3", SigningKeys: map[string]string{"d1": "e"}, Allow: []xdsapi.ConnectGrant{g1}},
+	}}
+	b := &xdsapi.ConnectKeys{Region: "r", Keys: []xdsapi.ConnectKey{
+		// K1 lost a grant and a day, K2 is gone, K3 has another key (a
+		// new secret), K4 is new.
+		{AccessKeyID: "K1", SigningKeys: map[string]string{"d2": "b", "d3": "x"}, Allow: []xdsapi.ConnectGrant{g2}},
+		{AccessKeyID: "K3", SigningKeys: map[string]string{"d1": "other"}, Allow: []xdsapi.ConnectGrant{g1}},
+		{AccessKeyID: "K4", SigningKeys: map[string]string{"d1": "f"}, Allow: []xdsapi.ConnectGrant{g1}},
+	}}
+	got := Common(a, b)
+	want := &xdsapi.ConnectKeys{Region: "r", Keys: []xdsapi.ConnectKey{
+		{AccessKeyID: "K1", SigningKeys: map[string]string{"d2": "b"}, Allow: []xdsapi.ConnectGrant{g2}},
+	}}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("Common\n got %+v\nwant %+v", got, want)
+	}
+	if Common(nil, b) != nil || Common(a, nil) != nil {
+		t.Fatal("Common with a missing side kept keys")
+	}
+	b.Region = "other"
+	if Common(a, b) != nil {
+		t.Fatal("Common across regions kept keys")
 	}
 }
