@@ -73,7 +73,6 @@ func Classify(sql string) Class {
 		}
 		statements++
 		first, rest := firstWord(st)
-		c.Rerunnable = statements == 1 && rerunnable(first, st)
 		switch first {
 		case "set":
 			c.IsSet = true
@@ -120,6 +119,7 @@ func Classify(sql string) Class {
 		// Outside IGNORE_SPACE's list, a function name may be followed by
 		// white space (or a comment) before its parenthesis.
 		fn := strings.ReplaceAll(st, " (", "(")
+		c.Rerunnable = statements == 1 && rerunnable(first, fn)
 		if strings.Contains(fn, "get_lock(") {
 			add(PinNamedLock)
 		}
@@ -144,15 +144,14 @@ func Classify(sql string) Class {
 	return c
 }
 
-// rerunnable reports whether the normalized statement st, whose first
-// word is first, only reads.
-func rerunnable(first, st string) bool {
+// rerunnable reports whether the normalized statement fn (with "name ("
+// written "name("), whose first word is first, only reads.
+func rerunnable(first, fn string) bool {
 	switch first {
 	case "select", "show", "desc", "describe":
 	default:
 		return false
 	}
-	fn := strings.ReplaceAll(st, " (", "(")
 	for _, w := range []string{" into ", "nextval(", "setval(", "next value for", "get_lock(", "release_lock(", "release_all_locks("} {
 		if strings.Contains(fn, w) {
 			return false
