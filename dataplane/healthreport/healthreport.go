@@ -39,8 +39,9 @@ const ReasonMetadataKey = xdsapi.HealthReasonMetadataKey
 
 // Defaults of Options.
 const (
-	// DefaultMaxStreamAge is the default of Options.MaxStreamAge.
-	DefaultMaxStreamAge = 10 * time.Minute
+	// DefaultMaxStreamAge is the default of Options.MaxStreamAge, the
+	// ADS client's.
+	DefaultMaxStreamAge = xdsclient.DefaultMaxStreamAge
 	// DefaultPollInterval is the default of Options.PollInterval.
 	DefaultPollInterval = time.Second
 	// defaultInterval is HDS's default report interval, used when the
@@ -116,9 +117,6 @@ type Status struct {
 // was active.
 var ErrRunning = errors.New("healthreport: already running")
 
-// errRotated ends a stream that reached Options.MaxStreamAge.
-var errRotated = errors.New("stream reached its maximum age")
-
 // Reporter streams the node's target health to the control plane. Create
 // it with New and call Run once.
 type Reporter struct {
@@ -181,30 +179,12 @@ func (r *Reporter) Run(ctx context.Context) error {
 	}
 	defer r.running.Store(false)
 
-	attempt := 0
-	for {
-		got, err := r.session(ctx)
-		if ctx.Err() != nil {
-			r.setStatus(func(s *Status) { s.Connected = false })
-			return ctx.Err()
-		}
-		if errors.Is(err, errRotated) {
-			r.log.Debug("renewing the health stream before its token expires")
-			attempt = 0
-			continue
-		}
+	err := r.opts.Backoff.Reconnect(ctx, r.log, "health stream", r.session, func(err error) {
 		r.setStatus(func(s *Status) { s.Connected = false })
 		r.reportStreamError(err)
-		if got {
-			attempt = 0
-		}
-		d := r.opts.Backoff.Delay(attempt)
-		attempt++
-		r.log.Debug("reconnecting the health stream", "in", d, "attempt", attempt)
-		if err := r.opts.Backoff.Wait(ctx, d); err != nil {
-			return err
-		}
-	}
+	})
+	r.setStatus(func(s *Status) { s.Connected = false })
+	return err
 }
 
 // reportStreamError logs why a stream ended and records it in Status.
@@ -287,7 +267,7 @@ func (r *Reporter) session(ctx context.Context) (got bool, err error) {
 		case <-ctx.Done():
 			return got, ctx.Err()
 		case <-age.C:
-			return got, errRotated
+			return got, xdsclient.ErrStreamRenewal
 		case err := <-errc:
 			return got, err
 		case spec := <-specs:

@@ -221,39 +221,51 @@ func (c *Client) Run(ctx context.Context) error {
 	defer c.running.Store(false)
 
 	c.applyCache(ctx)
+	err := c.backoff.Reconnect(ctx, c.log, "control plane stream", c.session, func(err error) {
+		c.setStatus(func(s *Status) { s.Connected = false })
+		c.reportStreamError(err)
+	})
+	c.setStatus(func(s *Status) { s.Connected = false })
+	return err
+}
+
+// ErrStreamRenewal ends a stream that reached its maximum age, so that the
+// next one starts with a fresh token.
+var ErrStreamRenewal = errors.New("stream reached its maximum age")
+
+// DefaultMaxStreamAge is the default of Options.MaxStreamAge, and of the
+// health reporter's.
+const DefaultMaxStreamAge = 10 * time.Minute
+
+// Reconnect runs session until ctx ends and returns ctx.Err(). A session
+// that ends with ErrStreamRenewal is a planned reconnect: the next starts
+// at once, and nothing is reported. After any other end, ended gets the
+// session's error and the next session waits its backoff delay, which
+// starts over after a session that received something (got).
+func (b Backoff) Reconnect(ctx context.Context, log hclog.Logger, what string, session func(context.Context) (got bool, err error), ended func(error)) error {
 	attempt := 0
 	for {
-		got, err := c.session(ctx)
+		got, err := session(ctx)
 		if ctx.Err() != nil {
-			c.setStatus(func(s *Status) { s.Connected = false })
 			return ctx.Err()
 		}
-		if errors.Is(err, errRotated) {
-			// A planned reconnect: no backoff, still connected as far
-			// as anyone can tell.
-			c.log.Debug("renewing the control plane stream before its token expires")
+		if errors.Is(err, ErrStreamRenewal) {
+			log.Debug("renewing the " + what + " before its token expires")
 			attempt = 0
 			continue
 		}
-		c.setStatus(func(s *Status) { s.Connected = false })
-		c.reportStreamError(err)
+		ended(err)
 		if got {
 			attempt = 0
 		}
-		d := c.backoff.Delay(attempt)
+		d := b.Delay(attempt)
 		attempt++
-		c.log.Debug("reconnecting to the control plane", "in", d, "attempt", attempt)
-		if err := c.backoff.Wait(ctx, d); err != nil {
+		log.Debug("reconnecting the "+what, "in", d, "attempt", attempt)
+		if err := b.Wait(ctx, d); err != nil {
 			return err
 		}
 	}
 }
-
-// errRotated ends a stream that reached Options.MaxStreamAge.
-var errRotated = errors.New("stream reached its maximum age")
-
-// DefaultMaxStreamAge is the default of Options.MaxStreamAge.
-const DefaultMaxStreamAge = 10 * time.Minute
 
 // reportStreamError logs why a stream ended and records it in Status.
 func (c *Client) reportStreamError(err error) {

@@ -79,7 +79,7 @@ func (c *Client) session(ctx context.Context) (got bool, err error) {
 		resp, err := stream.Recv()
 		if err != nil {
 			if rotated.Load() {
-				return got, errRotated
+				return got, ErrStreamRenewal
 			}
 			return got, err
 		}
@@ -90,7 +90,7 @@ func (c *Client) session(ctx context.Context) (got bool, err error) {
 		}
 		if err := s.handle(ctx, resp); err != nil {
 			if rotated.Load() {
-				return got, errRotated
+				return got, ErrStreamRenewal
 			}
 			return got, err
 		}
