@@ -228,26 +228,11 @@ func devNodeCredentials(ctx context.Context, c *apiclient.Client, dir, zone stri
 	} else if !errors.Is(err, os.ErrNotExist) {
 		return managed.Credentials{}, err
 	}
-	name := "node-" + zone
-	doc := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dbproxy:ReceiveConfig","Resource":"zone/%s"}]}`, zone)
-	steps := []struct {
-		method, path string
-		body         any
-	}{
-		{"PUT", "/v1/iam/users/" + name, map[string]any{}},
-		{"PUT", "/v1/iam/policies/" + name, map[string]string{"policy": doc}},
-		{"PUT", "/v1/iam/users/" + name + "/policies/" + name, map[string]any{}},
-	}
-	for _, s := range steps {
-		if err := c.Do(ctx, s.method, s.path, s.body, nil); err != nil {
-			return managed.Credentials{}, err
-		}
-	}
-	var key model.AccessKey
-	if err := c.Do(ctx, "POST", "/v1/iam/users/"+name+"/access-keys", nil, &key); err != nil {
+	key, err := c.CreateUser(ctx, "node-"+zone, apiclient.ReceiveConfigPolicy(zone))
+	if err != nil {
 		return managed.Credentials{}, err
 	}
-	creds := managed.Credentials{AccessKeyID: key.ID, SecretAccessKey: key.SecretAccessKey}
+	creds := managed.Credentials{AccessKeyID: key.AccessKeyID, SecretAccessKey: key.SecretAccessKey}
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return creds, err
 	}

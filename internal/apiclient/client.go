@@ -190,3 +190,45 @@ func (c *Client) WaitRollout(ctx context.Context, rev uint64, zones []string, wa
 	}
 	return &out, nil
 }
+
+// ReceiveConfigPolicy returns a policy document that allows
+// dbproxy:ReceiveConfig on the given zones only: what the IAM user of a
+// zone's nodes needs.
+func ReceiveConfigPolicy(zones ...string) string {
+	res := make([]string, 0, len(zones))
+	for _, z := range zones {
+		res = append(res, "zone/"+z)
+	}
+	doc, _ := json.Marshal(map[string]any{
+		"Version":   "2012-10-17",
+		"Statement": []map[string]any{{"Effect": "Allow", "Action": "dbproxy:ReceiveConfig", "Resource": res}},
+	})
+	return string(doc)
+}
+
+// CreateUser creates (or keeps) the IAM user name and a policy of the same
+// name holding doc, attaches it to the user, and returns a new access key
+// of the user (its secret is shown only this once).
+func (c *Client) CreateUser(ctx context.Context, name, doc string) (sigv4.Credentials, error) {
+	steps := []struct {
+		method, path string
+		body         any
+	}{
+		{"PUT", "/v1/iam/users/" + name, map[string]any{}},
+		{"PUT", "/v1/iam/policies/" + name, map[string]string{"policy": doc}},
+		{"PUT", "/v1/iam/users/" + name + "/policies/" + name, map[string]any{}},
+	}
+	for _, s := range steps {
+		if err := c.Do(ctx, s.method, s.path, s.body, nil); err != nil {
+			return sigv4.Credentials{}, err
+		}
+	}
+	var key struct {
+		ID     string `json:"access_key_id"`
+		Secret string `json:"secret_access_key"`
+	}
+	if err := c.Do(ctx, "POST", "/v1/iam/users/"+name+"/access-keys", nil, &key); err != nil {
+		return sigv4.Credentials{}, err
+	}
+	return sigv4.Credentials{AccessKeyID: key.ID, SecretAccessKey: key.Secret}, nil
+}

@@ -6,7 +6,6 @@ package cptest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -19,7 +18,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/dbproxy/dbproxy/controlplane"
-	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/dataplane/managed"
 	"github.com/dbproxy/dbproxy/dataplane/node"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
@@ -159,18 +157,11 @@ func (cp *ControlPlane) Do(method, path string, in, out any, h ...apiclient.Head
 // dbproxy:ReceiveConfig on the given zones and returns a new key of it.
 func (cp *ControlPlane) NodeCredentials(name string, zones ...string) managed.Credentials {
 	cp.t.Helper()
-	cp.Do("PUT", "/v1/iam/users/"+name, map[string]any{}, nil)
-	res := []string{}
-	for _, z := range zones {
-		res = append(res, "zone/"+z)
+	key, err := cp.Client.CreateUser(context.Background(), name, apiclient.ReceiveConfigPolicy(zones...))
+	if err != nil {
+		cp.t.Fatalf("create node user %s: %v", name, err)
 	}
-	resJSON, _ := json.Marshal(res)
-	doc := fmt.Sprintf(`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dbproxy:ReceiveConfig","Resource":%s}]}`, resJSON)
-	cp.Do("PUT", "/v1/iam/policies/"+name, map[string]string{"policy": doc}, nil)
-	cp.Do("PUT", "/v1/iam/users/"+name+"/policies/"+name, map[string]any{}, nil)
-	var key model.AccessKey
-	cp.Do("POST", "/v1/iam/users/"+name+"/access-keys", nil, &key)
-	return managed.Credentials{AccessKeyID: key.ID, SecretAccessKey: key.SecretAccessKey}
+	return managed.Credentials{AccessKeyID: key.AccessKeyID, SecretAccessKey: key.SecretAccessKey}
 }
 
 // WaitRollout waits until the nodes of zones serve revision rev and fails
