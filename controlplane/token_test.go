@@ -6,7 +6,10 @@ import (
 	"crypto/x509"
 	"database/sql"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -15,6 +18,7 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/dbproxy/dbproxy/controlplane/model"
+	"github.com/dbproxy/dbproxy/internal/cptest"
 	"github.com/dbproxy/dbproxy/internal/nodetest"
 )
 
@@ -136,4 +140,57 @@ func TestConnectTokensThroughTheFleet(t *testing.T) {
 	// log in.
 	cp.Stop()
 	allLogIn(fmt.Sprintf("control plane stopped (%d nodes)", len(f.nodes)))
+}
+
+// TestConnectKeysFollowTheDay runs the control plane and a node on a clock
+// just before midnight UTC: the node holds signing keys for the day
+// before, of and after; once the clock passes midnight, a refresh (the
+// hourly one, called here) pushes the next three days without any commit.
+func TestConnectKeysFollowTheDay(t *testing.T) {
+	// A clock behind the real one, so that certificates issued with it
+	// are already valid for TLS, which checks the real time.
+	day := time.Now().UTC().Truncate(24 * time.Hour).Add(-24 * time.Hour)
+	var offset atomic.Int64
+	offset.Store(int64(day.Add(24*time.Hour - 30*time.Second).Sub(time.Now())))
+	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	cp := cptest.StartOptions(t, cptest.Options{Now: now})
+	n := cp.StartNode(cptest.NodeOptions{ID: "node-a", Zone: "a", Host: cptest.ZoneHost(0), Credentials: cp.NodeCredentials("node-a", "a")})
+	cp.Do("PUT", "/v1/secrets/tok", map[string]any{"username": "reporting", "password": "pw"}, nil)
+	cp.Do("PUT", "/v1/proxies/main", map[string]any{"zones": []string{"a"}, "auth": []map[string]any{{"secret": "tok", "iam_auth": "REQUIRED"}}}, nil)
+	cp.Do("PUT", "/v1/iam/users/alice", map[string]any{}, nil)
+	cp.Do("PUT", "/v1/iam/policies/p", map[string]string{"policy": `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dbproxy:Connect","Resource":"proxy/*"}]}`}, nil)
+	cp.Do("PUT", "/v1/iam/users/alice/policies/p", map[string]any{}, nil)
+	var key model.AccessKey
+	cp.Do("POST", "/v1/iam/users/alice/access-keys", nil, &key)
+	cp.WaitRollout(key.Revision, "a")
+
+	dates := func() []string {
+		cfg := n.Node.Node().Config()
+		if cfg == nil || cfg.Connect == nil || len(cfg.Connect.Keys) != 1 {
+			return nil
+		}
+		return slices.Sorted(maps.Keys(cfg.Connect.Keys[0].SigningKeys))
+	}
+	d := func(t time.Time) string { return t.Format("20060102") }
+	want := []string{d(day.AddDate(0, 0, -1)), d(day), d(day.AddDate(0, 0, 1))}
+	if got := dates(); !slices.Equal(got, want) {
+		t.Fatalf("before midnight the node holds keys for %v, want %v", got, want)
+	}
+	version := n.Status().Version
+
+	offset.Add(int64(time.Minute)) // 00:00:30 the next day
+	if err := cp.XDS().Refresh(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want = []string{d(day), d(day.AddDate(0, 0, 1)), d(day.AddDate(0, 0, 2))}
+	deadline := time.Now().Add(20 * time.Second)
+	for !slices.Equal(dates(), want) {
+		if time.Now().After(deadline) {
+			t.Fatalf("after midnight the node holds keys for %v, want %v", dates(), want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n.Status().Version == version {
+		t.Fatal("new signing keys arrived without a new version")
+	}
 }

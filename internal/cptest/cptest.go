@@ -44,6 +44,9 @@ type Options struct {
 	// Log, when set, receives every line the control plane and its nodes
 	// log, at trace level, instead of the test log.
 	Log io.Writer
+	// Now, when set, is the clock of the control plane, its API client
+	// and its nodes (they sign and check tokens with it).
+	Now func() time.Time
 }
 
 // ZoneHost returns the loopback address of the nodes of the i-th zone
@@ -64,7 +67,7 @@ func StartOptions(t testing.TB, opts Options) *ControlPlane {
 	cp := &ControlPlane{t: t, Dir: t.TempDir(), log: opts.Log}
 	cp.opts = controlplane.Options{
 		DataDir: cp.Dir, APIAddress: "127.0.0.1:0", XDSAddress: "127.0.0.1:0",
-		PortMin: lo, PortMax: hi, Logger: cp.logger("controlplane"),
+		PortMin: lo, PortMax: hi, Logger: cp.logger("controlplane"), Now: opts.Now,
 	}
 	cp.start()
 	// Restarts keep the addresses.
@@ -94,6 +97,7 @@ func (cp *ControlPlane) start() {
 		Endpoint:    "https://" + s.APIAddr(),
 		Credentials: sigv4.Credentials{AccessKeyID: root.AccessKeyID, SecretAccessKey: root.SecretAccessKey},
 		CAPEM:       s.CAPEM(),
+		Now:         cp.opts.Now,
 	})
 	if err != nil {
 		cp.t.Fatal(err)
@@ -214,7 +218,7 @@ func (cp *ControlPlane) StartNode(opts NodeOptions) *Node {
 	m, err := managed.New(managed.Options{
 		ControlPlane: cp.opts.XDSAddress, CAPEM: cp.CA, NodeID: opts.ID, Zone: opts.Zone,
 		Credentials: opts.Credentials, ListenHost: opts.Host, CacheDir: opts.CacheDir,
-		Logger:      log,
+		Logger:      log, Now: cp.opts.Now,
 		NodeOptions: node.Options{MonitorInterval: 200 * time.Millisecond, DrainTimeout: time.Second},
 	})
 	if err != nil {
