@@ -151,7 +151,7 @@ func TestConnectKeysFollowTheDay(t *testing.T) {
 	// are already valid for TLS, which checks the real time.
 	day := time.Now().UTC().Truncate(24 * time.Hour).Add(-24 * time.Hour)
 	var offset atomic.Int64
-	offset.Store(int64(day.Add(24*time.Hour - 30*time.Second).Sub(time.Now())))
+	offset.Store(int64(time.Until(day.Add(24*time.Hour - 30*time.Second))))
 	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	cp := cptest.StartOptions(t, cptest.Options{Now: now})
 	n := cp.StartNode(cptest.NodeOptions{ID: "node-a", Zone: "a", Host: cptest.ZoneHost(0), Credentials: cp.NodeCredentials("node-a", "a")})

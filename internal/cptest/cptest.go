@@ -218,7 +218,8 @@ func (cp *ControlPlane) StartNode(opts NodeOptions) *Node {
 	m, err := managed.New(managed.Options{
 		ControlPlane: cp.opts.XDSAddress, CAPEM: cp.CA, NodeID: opts.ID, Zone: opts.Zone,
 		Credentials: opts.Credentials, ListenHost: opts.Host, CacheDir: opts.CacheDir,
-		Logger:      log, Now: cp.opts.Now,
+		Logger:      log,
+		Now:         cp.opts.Now,
 		NodeOptions: node.Options{MonitorInterval: 200 * time.Millisecond, DrainTimeout: time.Second},
 	})
 	if err != nil {
