@@ -234,6 +234,10 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 	if !strings.Contains(logs, "node-stray") || !strings.Contains(logs, "logcheck") || !strings.Contains(logs, "connect token accepted") {
 		t.Fatalf("the log sink missed the run (%d bytes); the test would prove nothing", len(logs))
 	}
+	// Writes leave an audit line with who made them (and never a body).
+	if audit := "write: method=PATCH path=/v1/iam/users/ops/access-keys/" + key.ID + " status=200 user=root"; !strings.Contains(logs, audit) {
+		t.Errorf("no audit line %q in the logs", audit)
+	}
 	for what, s := range secrets {
 		if i := strings.Index(logs, s); i >= 0 {
 			t.Errorf("the %s is in the logs: %q", what, line(logs, i))

@@ -151,8 +151,16 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx := context.WithValue(r.Context(), principalKey{}, p)
 	a.mux.ServeHTTP(rw, r.WithContext(ctx))
-	a.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rw.status,
-		"access_key_id", p.AccessKeyID, "duration", a.opts.Now().Sub(start))
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		a.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rw.status,
+			"access_key_id", p.AccessKeyID, "duration", a.opts.Now().Sub(start))
+		return
+	}
+	// Every write attempt is an audit line: who, what, the outcome and
+	// the store revision after it.
+	a.log.Info("write", "method", r.Method, "path", r.URL.Path, "status", rw.status,
+		"user", p.User, "access_key_id", p.AccessKeyID, "revision", a.opts.Store.Revision(),
+		"duration", a.opts.Now().Sub(start))
 }
 
 type statusWriter struct {
