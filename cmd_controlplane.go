@@ -38,6 +38,7 @@ func runControlplane(args []string, stderr io.Writer) int {
 	region := fs.String("region", "", "SigV4 region (default local)")
 	masterKey := fs.String("master-key-file", "", "master key file (default <data-dir>/master.key; $"+controlplane.MasterKeyEnv+" overrides)")
 	ports := fs.String("port-range", "6033-6999", "ports allocated to proxies and endpoints")
+	metricsAddr := fs.String("metrics-address", "", "address of Prometheus /metrics and /healthz (plain HTTP, no authentication); empty disables it")
 	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log in JSON")
 	if err := fs.Parse(args); err != nil {
@@ -57,7 +58,7 @@ func runControlplane(args []string, stderr io.Writer) int {
 	defer stop()
 	s, err := controlplane.Start(ctx, controlplane.Options{
 		DataDir: *dataDir, APIAddress: *apiAddr, XDSAddress: *xdsAddr, Hosts: hosts, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
-		MasterKeyFile: *masterKey, Region: *region, PortMin: lo, PortMax: hi, Logger: log,
+		MasterKeyFile: *masterKey, Region: *region, PortMin: lo, PortMax: hi, MetricsAddress: *metricsAddr, Logger: log,
 	})
 	if err != nil {
 		log.Error("cannot start the control plane", "error", err)

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -29,6 +30,7 @@ import (
 
 	"github.com/dbproxy/dbproxy/controlplane/api"
 	"github.com/dbproxy/dbproxy/controlplane/health"
+	"github.com/dbproxy/dbproxy/controlplane/metrics"
 	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/controlplane/pki"
 	"github.com/dbproxy/dbproxy/controlplane/store"
@@ -72,8 +74,11 @@ type Options struct {
 	Region string
 	// PortMin and PortMax bound the ports allocated to proxies.
 	PortMin, PortMax int
-	Logger           hclog.Logger
-	Now              func() time.Time
+	// MetricsAddress, when set, serves Prometheus /metrics and /healthz
+	// over plain HTTP there (no authentication: bind it privately).
+	MetricsAddress string
+	Logger         hclog.Logger
+	Now            func() time.Time
 }
 
 // RootCredentials is the content of root-credentials.json.
@@ -87,20 +92,23 @@ type RootCredentials struct {
 
 // Server is a running control plane.
 type Server struct {
-	opts    Options
-	log     hclog.Logger
-	store   store.Store
-	ca      *pki.CA
-	xds     *xds.Server
-	health  *health.Service
-	apiLn   net.Listener
-	xdsLn   net.Listener
-	http    *http.Server
-	grpc    *grpc.Server
-	root    RootCredentials
-	stop    context.CancelFunc
-	wg      sync.WaitGroup
-	closeMu sync.Once
+	opts   Options
+	log    hclog.Logger
+	store  store.Store
+	ca     *pki.CA
+	xds    *xds.Server
+	health *health.Service
+	apiLn  net.Listener
+	// metricsLn and metricsHTTP serve /metrics when MetricsAddress is set.
+	metricsLn   net.Listener
+	metricsHTTP *http.Server
+	xdsLn       net.Listener
+	http        *http.Server
+	grpc        *grpc.Server
+	root        RootCredentials
+	stop        context.CancelFunc
+	wg          sync.WaitGroup
+	closeMu     sync.Once
 
 	// buildMu caches the state of one revision and the snapshots built
 	// from it.
@@ -201,6 +209,11 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if s.xdsLn, err = net.Listen("tcp", opts.XDSAddress); err != nil {
 		return nil, fmt.Errorf("listen for xDS: %w", err)
 	}
+	if opts.MetricsAddress != "" {
+		if s.metricsLn, err = net.Listen("tcp", opts.MetricsAddress); err != nil {
+			return nil, fmt.Errorf("listen for metrics: %w", err)
+		}
+	}
 	if err := s.bootstrapRoot(ctx); err != nil {
 		return nil, err
 	}
@@ -225,10 +238,11 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
+	m := metrics.New(metrics.Options{Nodes: s.xds.Nodes, Revision: s.store.Revision})
 	handler, err := api.New(api.Options{
 		Store: s.store, Fleet: fleet{s.xds}, Logger: log.Named("api"), Region: opts.Region,
 		Now: opts.Now, PortMin: opts.PortMin, PortMax: opts.PortMax,
-		TargetHealth: s.targetHealth,
+		TargetHealth: s.targetHealth, Observe: m.ObserveRequest,
 	})
 	if err != nil {
 		return nil, err
@@ -259,6 +273,19 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		defer s.wg.Done()
 		s.keepNodes(runCtx)
 	}()
+	if s.metricsLn != nil {
+		mux := http.NewServeMux()
+		mux.Handle("GET /metrics", m.Handler())
+		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+		s.metricsHTTP = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.metricsHTTP.Serve(s.metricsLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				log.Error("metrics server stopped", "error", err)
+			}
+		}()
+	}
 	go func() {
 		defer s.wg.Done()
 		if err := s.http.ServeTLS(s.apiLn, "", ""); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -566,6 +593,14 @@ func (s *Server) lookupKey(ctx context.Context, id string) (string, error) {
 // APIAddr is the admin API's listening address.
 func (s *Server) APIAddr() string { return s.apiLn.Addr().String() }
 
+// MetricsAddr returns where /metrics is served, or "" when it is not.
+func (s *Server) MetricsAddr() string {
+	if s.metricsLn == nil {
+		return ""
+	}
+	return s.metricsLn.Addr().String()
+}
+
 // XDSAddr is the xDS server's listening address.
 func (s *Server) XDSAddr() string { return s.xdsLn.Addr().String() }
 
@@ -606,12 +641,14 @@ func (s *Server) Close() {
 				<-done
 			}
 		}
-		if s.http != nil {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			_ = s.http.Shutdown(ctx)
-			cancel()
+		for _, srv := range []*http.Server{s.http, s.metricsHTTP} {
+			if srv != nil {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				_ = srv.Shutdown(ctx)
+				cancel()
+			}
 		}
-		for _, ln := range []net.Listener{s.apiLn, s.xdsLn} {
+		for _, ln := range []net.Listener{s.apiLn, s.xdsLn, s.metricsLn} {
 			if ln != nil {
 				_ = ln.Close()
 			}

@@ -72,7 +72,9 @@ type Options struct {
 	// health (AVAILABLE, UNAVAILABLE, DEGRADED, UNKNOWN) and the role they
 	// discovered. Nil reports UNKNOWN.
 	TargetHealth func(ctx context.Context, t *model.Target) (health, role string)
-	Logger       hclog.Logger
+	// Observe, when set, is told of every request once it is answered.
+	Observe func(method, path string, status int, d time.Duration)
+	Logger  hclog.Logger
 	// Region is the SigV4 region requests must be signed for.
 	Region string
 	// Now is the clock (default time.Now).
@@ -125,6 +127,16 @@ func New(opts Options) (*API, error) {
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := a.opts.Now()
 	rw := &statusWriter{ResponseWriter: w}
+	if a.opts.Observe != nil {
+		// Registered first, so it runs after the recovery below.
+		defer func() {
+			status := rw.status
+			if status == 0 {
+				status = http.StatusOK
+			}
+			a.opts.Observe(r.Method, r.URL.Path, status, a.opts.Now().Sub(start))
+		}()
+	}
 	defer func() {
 		if v := recover(); v != nil {
 			a.log.Error("panic in API handler", "method", r.Method, "path", r.URL.Path, "panic", v)

@@ -47,6 +47,9 @@ type Options struct {
 	// Now, when set, is the clock of the control plane, its API client
 	// and its nodes (they sign and check tokens with it).
 	Now func() time.Time
+	// Metrics serves the control plane's /metrics on a free port
+	// (MetricsAddr).
+	Metrics bool
 }
 
 // ZoneHost returns the loopback address of the nodes of the i-th zone
@@ -69,9 +72,15 @@ func StartOptions(t testing.TB, opts Options) *ControlPlane {
 		DataDir: cp.Dir, APIAddress: "127.0.0.1:0", XDSAddress: "127.0.0.1:0",
 		PortMin: lo, PortMax: hi, Logger: cp.logger("controlplane"), Now: opts.Now,
 	}
+	if opts.Metrics {
+		cp.opts.MetricsAddress = "127.0.0.1:0"
+	}
 	cp.start()
 	// Restarts keep the addresses.
 	cp.opts.APIAddress, cp.opts.XDSAddress = cp.APIAddr(), cp.XDSAddr()
+	if opts.Metrics {
+		cp.opts.MetricsAddress = cp.MetricsAddr()
+	}
 	t.Cleanup(cp.Stop)
 	return cp
 }
