@@ -140,6 +140,9 @@ type Service struct {
 	now        func() time.Time
 	interval   time.Duration
 	staleAfter time.Duration
+	// done is closed by Close: open streams end then, without waiting
+	// for their node's next message.
+	done chan struct{}
 
 	mu struct {
 		sync.Mutex
@@ -201,6 +204,7 @@ func New(opts Options) (*Service, error) {
 		now:        opts.Now,
 		interval:   opts.Interval,
 		staleAfter: opts.StaleAfter,
+		done:       make(chan struct{}),
 	}
 	s.mu.nodes = make(map[string]*nodeRecord)
 	return s, nil
@@ -211,12 +215,15 @@ func (s *Service) Register(g *grpc.Server) {
 	registerHDS(g, s)
 }
 
-// Close drops every report and refuses new streams. Open streams end with
-// codes.Unavailable at their next message (or when the gRPC server stops);
-// Close does not wait for them. Close is idempotent.
+// Close drops every report and refuses new streams. Open streams end at
+// once with codes.Unavailable, so that a graceful gRPC stop does not wait
+// for them; Close does not wait for them either. Close is idempotent.
 func (s *Service) Close() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if !s.mu.closed {
+		close(s.done)
+	}
 	s.mu.closed = true
 	clear(s.mu.nodes)
 }

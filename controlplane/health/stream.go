@@ -85,8 +85,15 @@ func (s *Service) serve(st hdsStream) error {
 		return err
 	}
 
+	msgs := receive(ctx, st)
 	for {
-		msg, err := st.Recv()
+		var r received
+		select {
+		case r = <-msgs:
+		case <-s.done:
+			return errShuttingDown
+		}
+		msg, err := r.msg, r.err
 		if err != nil {
 			return recvErr(err)
 		}
@@ -115,6 +122,34 @@ func (s *Service) serve(st hdsStream) error {
 			return status.Error(codes.InvalidArgument, "the message carries neither a HealthCheckRequest nor an EndpointHealthResponse")
 		}
 	}
+}
+
+// received is one Recv of a stream.
+type received struct {
+	msg *hds.HealthCheckRequestOrEndpointHealthResponse
+	err error
+}
+
+// receive reads st in its own goroutine, so that the handler can also wait
+// for the service to close. The goroutine ends with the stream: after a
+// Recv error, or when the handler has returned (gRPC then cancels ctx and
+// Recv fails).
+func receive(ctx context.Context, st hdsStream) <-chan received {
+	ch := make(chan received)
+	go func() {
+		for {
+			msg, err := st.Recv()
+			select {
+			case ch <- received{msg, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ch
 }
 
 // recvErr turns the end of a stream into the handler's result.
