@@ -84,7 +84,7 @@ type managedFlags struct {
 
 func (m *managedFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.controlPlane, "control-plane", "", "the control plane's xDS address (host:port)")
-	fs.StringVar(&m.nodeID, "node-id", "", "this node's id (default: the host name)")
+	fs.StringVar(&m.nodeID, "node-id", "", "this node's id (default: <host name>-<zone>)")
 	fs.StringVar(&m.credentials, "credentials", "", "credentials file (JSON with access_key_id, secret_access_key)")
 	fs.StringVar(&m.caFile, "ca-file", "", "the control plane's CA certificate (PEM; <data-dir>/ca.pem)")
 	fs.StringVar(&m.listenHost, "listen-host", "0.0.0.0", "address the proxy endpoints bind")
