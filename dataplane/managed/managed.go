@@ -191,6 +191,10 @@ func (m *Node) token(ctx context.Context) (string, error) {
 func (m *Node) apply(ctx context.Context, version string, res map[string][]*anypb.Any) error {
 	cfg, skipped, err := xdsconfig.Decode(version, res, xdsconfig.Options{ListenHost: m.opts.ListenHost, Node: m.opts.Node})
 	if err != nil {
+		// The set is NACKed, but a key it revokes is revoked.
+		if keys, ok := xdsconfig.ConnectKeys(res); ok {
+			m.node.RestrictConnectKeys(keys)
+		}
 		return err
 	}
 	for _, s := range skipped {

@@ -125,6 +125,11 @@ func (n *Node) Metrics() *metrics.Metrics { return n.metrics }
 // the removed ones.
 func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 	if err := cfg.Validate(); err != nil {
+		// The running configuration stays, but not a key the refused one
+		// revokes.
+		if cfg.Connect != nil {
+			n.RestrictConnectKeys(cfg.Connect)
+		}
 		return fmt.Errorf("invalid config: %w", err)
 	}
 	n.mu.Lock()
@@ -142,15 +147,7 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 		undoTLS()
 		// The old configuration stays, with only the keys both agree
 		// on: a key the new one revokes stays revoked.
-		var old *xdsapi.ConnectKeys
-		if n.mu.cfg != nil {
-			old = n.mu.cfg.Connect
-		}
-		common, err := tokenauth.New(tokenauth.Common(old, cfg.Connect), nil)
-		if err != nil {
-			common = nil // refuse every token rather than keep revoked keys
-		}
-		n.tokens.Store(common)
+		n.restrictConnectKeysLocked(cfg.Connect)
 	}
 	if n.mu.admin == nil && cfg.Node.AdminAddress != "" {
 		if err := n.startAdminLocked(cfg.Node.AdminAddress); err != nil {
@@ -365,6 +362,28 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 		log.Info("endpoint listening", "endpoint", ec.Name, "address", ln.Addr().String(), "role", ec.TargetRole)
 	}
 	return rp, nil
+}
+
+// RestrictConnectKeys keeps, of the connect keys the node verifies tokens
+// with, only those keys also has (tokenauth.Common): what a node does with
+// the keys of a configuration it rejects, so that the revocations in it
+// take effect while additions wait for a configuration it accepts.
+func (n *Node) RestrictConnectKeys(keys *xdsapi.ConnectKeys) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.restrictConnectKeysLocked(keys)
+}
+
+func (n *Node) restrictConnectKeysLocked(keys *xdsapi.ConnectKeys) {
+	var cur *xdsapi.ConnectKeys
+	if n.mu.cfg != nil {
+		cur = n.mu.cfg.Connect
+	}
+	common, err := tokenauth.New(tokenauth.Common(cur, keys), nil)
+	if err != nil {
+		common = nil // refuse every token rather than keep revoked keys
+	}
+	n.tokens.Store(common)
 }
 
 // tokenCheck returns the check of connect tokens for logging in as dbUser

@@ -170,6 +170,24 @@ func TestConnectTokens(t *testing.T) {
 			t.Fatalf("token after the keys came back: %v", err)
 		}
 	})
+	t.Run("revoked even when the configuration is invalid", func(t *testing.T) {
+		next := *cfg
+		next.Connect = &xdsapi.ConnectKeys{Region: sigv4.DefaultRegion, Keys: []xdsapi.ConnectKey{cfg.Connect.Keys[1]}}
+		next.Proxies = slices.Clone(cfg.Proxies)
+		next.Proxies[0].Auth = nil // invalid: no auth block
+		if err := env.Node.Apply(t.Context(), &next); err == nil {
+			t.Fatal("a proxy without auth blocks applied")
+		}
+		if err := login("tokenuser", good, overTLS); err == nil || !strings.Contains(err.Error(), "may not connect through this node") {
+			t.Fatalf("token of a key the invalid configuration revoked: %v", err)
+		}
+		if err := login(nodetest.User, nodetest.Password, ""); err != nil {
+			t.Fatalf("the running configuration stopped serving: %v", err)
+		}
+		if err := env.Node.Apply(t.Context(), cfg); err != nil {
+			t.Fatal(err)
+		}
+	})
 	t.Run("keys withdrawn", func(t *testing.T) {
 		db, err := sql.Open("mysql", (&gomysql.Config{User: "tokenuser", Passwd: good, Net: "tcp", Addr: env.Addr, DBName: nodetest.Database,
 			AllowNativePasswords: true, AllowCleartextPasswords: true, TLSConfig: "skip-verify"}).FormatDSN())

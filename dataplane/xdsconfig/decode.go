@@ -320,6 +320,31 @@ func (d *decoder) secret(i int, a *anypb.Any) {
 	d.secrets[name] = &s
 }
 
+// ConnectKeys finds the connect-keys secret in a resource set and decodes
+// it on its own; ok is false when the set has none or it does not decode.
+// A node that rejects a set can still apply the revocations in it (see
+// node.Node.RestrictConnectKeys).
+func ConnectKeys(res map[string][]*anypb.Any) (keys *xdsapi.ConnectKeys, ok bool) {
+	for _, a := range res[resource.SecretType] {
+		var s tlsv3.Secret
+		if a.GetTypeUrl() != resource.SecretType || a.UnmarshalTo(&s) != nil || s.GetName() != xdsapi.ConnectKeysSecret {
+			continue
+		}
+		payload, ok := inline(s.GetGenericSecret().GetSecrets()[xdsapi.ConnectKeysKey])
+		if !ok {
+			return nil, false
+		}
+		var ck xdsapi.ConnectKeys
+		dec := json.NewDecoder(strings.NewReader(payload))
+		dec.DisallowUnknownFields()
+		if dec.Decode(&ck) != nil {
+			return nil, false
+		}
+		return &ck, true
+	}
+	return nil, false
+}
+
 // inline returns the inline bytes or string of a data source.
 func inline(ds *core.DataSource) (string, bool) {
 	switch v := ds.GetSpecifier().(type) {

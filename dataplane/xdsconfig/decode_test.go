@@ -625,3 +625,32 @@ func TestDefaultsAgree(t *testing.T) {
 		t.Fatalf("translator pool defaults %+v differ from the node's", pc)
 	}
 }
+
+// TestConnectKeysOnTheirOwn: a node that rejects a set still reads its
+// connect keys, to apply the revocations in it.
+func TestConnectKeysOnTheirOwn(t *testing.T) {
+	_, res := snapshotAnys(t, state(), "a", translate.Options{})
+	keys, ok := ConnectKeys(res)
+	if !ok || keys.Region != "local" {
+		t.Fatalf("zone a: %+v, %v; want the connect keys of the set", keys, ok)
+	}
+	// Broken elsewhere: the keys still decode.
+	res[resource.ListenerType] = append(res[resource.ListenerType], &anypb.Any{TypeUrl: resource.ListenerType, Value: []byte("garbage")})
+	if _, _, err := Decode("v", res, opts("a")); err == nil {
+		t.Fatal("a broken listener decoded")
+	}
+	if _, ok := ConnectKeys(res); !ok {
+		t.Fatal("the connect keys of a set with a broken listener were not found")
+	}
+	// A set without the secret, and a broken secret, give none.
+	_, res = snapshotAnys(t, state(), "d", translate.Options{})
+	if _, ok := ConnectKeys(res); ok {
+		t.Fatal("zone d has no proxy requiring IAM auth, yet connect keys were found")
+	}
+	broken := &tlsv3.Secret{Name: xdsapi.ConnectKeysSecret, Type: &tlsv3.Secret_GenericSecret{GenericSecret: &tlsv3.GenericSecret{
+		Secrets: map[string]*core.DataSource{xdsapi.ConnectKeysKey: {Specifier: &core.DataSource_InlineString{InlineString: `{"region": 1}`}}}}}}
+	res[resource.SecretType] = []*anypb.Any{pack(t, broken)}
+	if _, ok := ConnectKeys(res); ok {
+		t.Fatal("undecodable connect keys were accepted")
+	}
+}
