@@ -470,25 +470,7 @@ func TestSysbenchReadWrite(t *testing.T) {
 func TestCachingSHA2(t *testing.T) {
 	s := mysqltest.StartT(t, mysqltest.Options{})
 	nodetest.PrepareServer(t, s)
-	login := func(t *testing.T, addr, user, password, params string) error {
-		t.Helper()
-		dsn := fmt.Sprintf("%s:%s@tcp(%s)/%s?%s", user, password, addr, nodetest.Database, params)
-		db, err := sql.Open("mysql", dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-		defer cancel()
-		var got string
-		if err := db.QueryRowContext(ctx, "SELECT CURRENT_USER()").Scan(&got); err != nil {
-			return err
-		}
-		if !strings.HasPrefix(got, nodetest.User+"@") {
-			t.Fatalf("CURRENT_USER() = %q", got)
-		}
-		return nil
-	}
+	login := loginAs
 	wantDenied := func(t *testing.T, err error) {
 		t.Helper()
 		var me *mysql.MySQLError
@@ -792,4 +774,31 @@ func TestLoadDataLocal(t *testing.T) {
 			t.Fatalf("output %q", out)
 		}
 	})
+}
+
+// loginAs logs in through addr as user with password (which may be a
+// connect token) and the DSN parameters params, and checks that
+// CURRENT_USER() is that user.
+func loginAs(t *testing.T, addr, user, password, params string) error {
+	t.Helper()
+	cfg, err := mysql.ParseDSN(fmt.Sprintf("%s@tcp(%s)/%s?%s", user, addr, nodetest.Database, params))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Passwd = password
+	db, err := sql.Open("mysql", cfg.FormatDSN())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var who string
+	if err := db.QueryRowContext(ctx, "SELECT CURRENT_USER()").Scan(&who); err != nil {
+		return err
+	}
+	if !strings.HasPrefix(who, user+"@") {
+		return fmt.Errorf("logged in as %s, not %s", who, user)
+	}
+	return nil
 }

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"net/url"
 	"slices"
 	"strings"
@@ -66,28 +65,7 @@ func TestConnectTokens(t *testing.T) {
 		}
 		return tok
 	}
-	login := func(user, password, params string) error {
-		dsn := (&gomysql.Config{User: user, Passwd: password, Net: "tcp", Addr: env.Addr, DBName: nodetest.Database,
-			AllowNativePasswords: true, Params: map[string]string{}}).FormatDSN()
-		if params != "" {
-			dsn += "&" + params
-		}
-		db, err := sql.Open("mysql", dsn)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer db.Close()
-		ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
-		defer cancel()
-		var who string
-		if err := db.QueryRowContext(ctx, "SELECT CURRENT_USER()").Scan(&who); err != nil {
-			return err
-		}
-		if !strings.HasPrefix(who, user+"@") {
-			return fmt.Errorf("logged in as %s", who)
-		}
-		return nil
-	}
+	login := func(user, password, params string) error { return loginAs(t, env.Addr, user, password, params) }
 	const overTLS = "tls=skip-verify&allowCleartextPasswords=true"
 	good := build("AKIAGOOD", "good-secret", "tokenuser")
 
