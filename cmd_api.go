@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/dbproxy/dbproxy/controlplane"
+	"github.com/dbproxy/dbproxy/controlplane/api"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
+	"github.com/dbproxy/dbproxy/internal/atomicfile"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
 
@@ -24,8 +26,11 @@ func runAPI(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	endpoint := fs.String("endpoint", "", "API base URL (overrides the credentials file)")
 	caFile := fs.String("ca-file", "", "CA certificate to trust (overrides the credentials file)")
 	timeout := fs.Duration("timeout", 2*time.Minute, "request timeout")
+	outPath := fs.String("out", "", "write the answer's body as is to this file (mode 0600) instead of printing JSON, e.g. for GET /v1/backup")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: dbproxy api [flags] METHOD PATH [BODY|-]\n\nexample: dbproxy api --credentials data/root-credentials.json GET /v1/proxies")
+		fmt.Fprintln(stderr, "usage: dbproxy api [flags] METHOD PATH [BODY|-]\n\nexamples:\n"+
+			"  dbproxy api --credentials data/root-credentials.json GET /v1/proxies\n"+
+			"  dbproxy api --credentials data/root-credentials.json --out state-backup.db GET /v1/backup")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -80,6 +85,23 @@ func runAPI(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			}
 		}
 		body = apiclient.RawBody(raw)
+	}
+	if *outPath != "" {
+		var raw apiclient.RawResponse
+		if err := cl.Do(context.Background(), strings.ToUpper(rest[0]), rest[1], body, &raw); err != nil {
+			fmt.Fprintf(stderr, "dbproxy api: %v\n", err)
+			return 1
+		}
+		if err := atomicfile.Write(*outPath, raw.Body, 0o600); err != nil {
+			fmt.Fprintf(stderr, "dbproxy api: %v\n", err)
+			return 1
+		}
+		rev := ""
+		if v := raw.Header.Get(api.RevisionHeader); v != "" {
+			rev = " (revision " + v + ")"
+		}
+		fmt.Fprintf(stderr, "dbproxy api: wrote %d bytes to %s%s\n", len(raw.Body), *outPath, rev)
+		return 0
 	}
 	var out json.RawMessage
 	if err := cl.Do(context.Background(), strings.ToUpper(rest[0]), rest[1], body, &out); err != nil {

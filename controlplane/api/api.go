@@ -25,6 +25,9 @@ import (
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
 
+// RevisionHeader carries the store revision of a backup.
+const RevisionHeader = "X-Dbproxy-Revision"
+
 // maxBody bounds a request body.
 const maxBody = 1 << 20
 

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base32"
@@ -222,6 +223,7 @@ func (a *API) routes() {
 	a.mux.HandleFunc("GET /v1/nodes", a.nodes)
 	a.mux.HandleFunc("GET /v1/rollout", a.rollout)
 	a.mux.HandleFunc("GET /v1/status", a.status)
+	a.mux.HandleFunc("GET /v1/backup", a.backup)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, &Error{Status: http.StatusNotFound, Code: "UnknownOperation", Message: fmt.Sprintf("no API operation %s %s", r.Method, r.URL.Path)})
 	})
@@ -786,6 +788,28 @@ func (a *API) rollout(w http.ResponseWriter, r *http.Request) {
 		out.Message = err.Error()
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// backup answers with a consistent copy of the store file (sealed values
+// stay sealed: restoring it needs the same master key). It is built in
+// memory first, so that a failure is an error answer rather than a cut
+// file.
+func (a *API) backup(w http.ResponseWriter, r *http.Request) {
+	if err := a.authorize(r.Context(), "dbproxy:GetBackup", "backup"); err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	var buf bytes.Buffer
+	rev, err := a.opts.Store.Backup(r.Context(), &buf)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="state-%d.db"`, rev))
+	w.Header().Set(RevisionHeader, strconv.FormatUint(rev, 10))
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	_, _ = w.Write(buf.Bytes())
 }
 
 func (a *API) status(w http.ResponseWriter, r *http.Request) {

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -204,6 +205,27 @@ func (b *Bolt) View(ctx context.Context, fn func(r Reader) error) (uint64, error
 	}
 	if err != nil {
 		return 0, fmt.Errorf("view: %w", dbErr(err))
+	}
+	return rev, nil
+}
+
+// Backup writes the bbolt file as of one read transaction to w: a file
+// that OpenBolt opens, with the revision Backup returns.
+func (b *Bolt) Backup(ctx context.Context, w io.Writer) (uint64, error) {
+	if err := b.usable(ctx); err != nil {
+		return 0, err
+	}
+	var rev uint64
+	err := b.db.View(func(btx *bolt.Tx) error {
+		var err error
+		if rev, err = readRevision(btx); err != nil {
+			return err
+		}
+		_, err = btx.WriteTo(w)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("backup: %w", dbErr(err))
 	}
 	return rev, nil
 }

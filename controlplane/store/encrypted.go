@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
+	"io"
 
 	"github.com/dbproxy/dbproxy/internal/seal"
 )
@@ -52,6 +53,12 @@ func (e *encrypted) Update(ctx context.Context, fn func(tx Tx) error) (uint64, e
 func (e *encrypted) Revision() uint64                   { return e.inner.Revision() }
 func (e *encrypted) Subscribe() (<-chan uint64, func()) { return e.inner.Subscribe() }
 func (e *encrypted) Close() error                       { return e.inner.Close() }
+
+// Backup copies the inner store as it is: sealed values stay sealed, so a
+// backup is no more sensitive than the store file.
+func (e *encrypted) Backup(ctx context.Context, w io.Writer) (uint64, error) {
+	return e.inner.Backup(ctx, w)
+}
 
 // open replaces obj's sealed value by its plaintext when its kind is
 // sensitive.

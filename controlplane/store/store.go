@@ -8,6 +8,7 @@ package store
 import (
 	"context"
 	"errors"
+	"io"
 )
 
 // Errors a backend returns; callers test them with errors.Is.
@@ -71,6 +72,10 @@ type Store interface {
 	// every commit (values may be coalesced; the channel has room for one)
 	// and a function that ends the subscription.
 	Subscribe() (<-chan uint64, func())
+	// Backup writes a consistent copy of the whole store to w, as the
+	// backend's own file format (sealed values stay sealed), and returns
+	// the revision it holds. Writes go on meanwhile.
+	Backup(ctx context.Context, w io.Writer) (uint64, error)
 	// Close releases the store.
 	Close() error
 }

@@ -138,7 +138,12 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any, heade
 		return fmt.Errorf("%s %s: %w", method, p, err)
 	}
 	defer resp.Body.Close()
-	rb, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	limit := int64(16 << 20)
+	raw, isRaw := out.(*RawResponse)
+	if isRaw {
+		limit = 1 << 30
+	}
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	if err != nil {
 		return fmt.Errorf("%s %s: read response: %w", method, p, err)
 	}
@@ -152,6 +157,10 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any, heade
 		env.Error.Status = resp.StatusCode
 		return env.Error
 	}
+	if isRaw {
+		raw.Header, raw.Body = resp.Header, rb
+		return nil
+	}
 	if out != nil {
 		if err := json.Unmarshal(rb, out); err != nil {
 			return fmt.Errorf("%s %s: decode response: %w", method, p, err)
@@ -162,6 +171,13 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any, heade
 
 // RawBody is a request body sent byte for byte, valid JSON or not.
 type RawBody []byte
+
+// RawResponse, passed to Do as out, receives a successful response as it
+// is (up to 1 GiB), with its headers: for GET /v1/backup.
+type RawResponse struct {
+	Header http.Header
+	Body   []byte
+}
 
 // IfMatch returns an If-Match header for an object revision.
 func IfMatch(rev uint64) Header { return Header{"If-Match", strconv.FormatUint(rev, 10)} }
