@@ -85,7 +85,8 @@ func (s *Service) serve(st hdsStream) error {
 		return err
 	}
 
-	msgs := receive(ctx, st)
+	msgs, stop := receive(st)
+	defer stop()
 	for {
 		var r received
 		select {
@@ -131,17 +132,19 @@ type received struct {
 }
 
 // receive reads st in its own goroutine, so that the handler can also wait
-// for the service to close. The goroutine ends with the stream: after a
-// Recv error, or when the handler has returned (gRPC then cancels ctx and
-// Recv fails).
-func receive(ctx context.Context, st hdsStream) <-chan received {
+// for the service to close. Every Recv result, the final error included,
+// is delivered while the handler listens; stop, which the handler defers,
+// releases the goroutine once the handler has returned (gRPC then ends the
+// stream, and Recv fails).
+func receive(st hdsStream) (<-chan received, func()) {
 	ch := make(chan received)
+	quit := make(chan struct{})
 	go func() {
 		for {
 			msg, err := st.Recv()
 			select {
 			case ch <- received{msg, err}:
-			case <-ctx.Done():
+			case <-quit:
 				return
 			}
 			if err != nil {
@@ -149,7 +152,7 @@ func receive(ctx context.Context, st hdsStream) <-chan received {
 			}
 		}
 	}()
-	return ch
+	return ch, func() { close(quit) }
 }
 
 // recvErr turns the end of a stream into the handler's result.
