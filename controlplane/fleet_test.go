@@ -69,6 +69,11 @@ func startFleet(t *testing.T) *fleet {
 			ID: "node-" + z, Zone: z, Host: cptest.ZoneHost(i), Credentials: creds,
 		}))
 	}
+	// A rollout waits for the connected nodes only: connected they must
+	// be before the first change.
+	for _, n := range f.nodes {
+		n.WaitSynced(t)
+	}
 	return f
 }
 

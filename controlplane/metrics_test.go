@@ -24,6 +24,9 @@ func TestMetrics(t *testing.T) {
 	for i, z := range []string{"a", "b"} {
 		nodes = append(nodes, cp.StartNode(cptest.NodeOptions{ID: "node-" + z, Zone: z, Host: cptest.ZoneHost(i), Credentials: cp.NodeCredentials("node-"+z, z)}))
 	}
+	for _, n := range nodes {
+		n.WaitSynced(t) // rollouts wait for connected nodes only
+	}
 	cp.Do("PUT", "/v1/secrets/app", map[string]any{"username": "app", "password": "pw"}, nil)
 	var p model.Proxy
 	cp.Do("PUT", "/v1/proxies/main", map[string]any{"zones": []string{"a", "b"}, "auth": []map[string]any{{"secret": "app"}}}, &p)

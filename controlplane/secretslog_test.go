@@ -89,6 +89,9 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 		secrets["secret key of node-"+z] = creds.SecretAccessKey
 		nodes = append(nodes, cp.StartNode(cptest.NodeOptions{ID: "node-" + z, Zone: z, Host: cptest.ZoneHost(i), Credentials: creds}))
 	}
+	for _, n := range nodes {
+		n.WaitSynced(t) // rollouts wait for connected nodes only
+	}
 	tokenDBPassword := randomSecret(t, "tokdb-")
 	if err := db.CreateUser(ctx, "tokcheck", tokenDBPassword); err != nil {
 		t.Fatal(err)

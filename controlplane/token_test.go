@@ -155,6 +155,7 @@ func TestConnectKeysFollowTheDay(t *testing.T) {
 	now := func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
 	cp := cptest.StartOptions(t, cptest.Options{Now: now})
 	n := cp.StartNode(cptest.NodeOptions{ID: "node-a", Zone: "a", Host: cptest.ZoneHost(0), Credentials: cp.NodeCredentials("node-a", "a")})
+	n.WaitSynced(t) // rollouts wait for connected nodes only
 	cp.Do("PUT", "/v1/secrets/tok", map[string]any{"username": "reporting", "password": "pw"}, nil)
 	cp.Do("PUT", "/v1/proxies/main", map[string]any{"zones": []string{"a"}, "auth": []map[string]any{{"secret": "tok", "iam_auth": "REQUIRED"}}}, nil)
 	cp.Do("PUT", "/v1/iam/users/alice", map[string]any{}, nil)
