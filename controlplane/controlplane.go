@@ -277,7 +277,8 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		mux := http.NewServeMux()
 		mux.Handle("GET /metrics", m.Handler())
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-		s.metricsHTTP = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		s.metricsHTTP = &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+			WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()

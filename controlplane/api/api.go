@@ -130,16 +130,31 @@ func New(opts Options) (*API, error) {
 func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := a.opts.Now()
 	rw := &statusWriter{ResponseWriter: w}
-	if a.opts.Observe != nil {
-		// Registered first, so it runs after the recovery below.
-		defer func() {
-			status := rw.status
-			if status == 0 {
-				status = http.StatusOK
-			}
+	// Registered first, so that it runs after the recovery below.
+	var p *Principal
+	defer func() {
+		status := rw.status
+		if status == 0 {
+			status = http.StatusOK
+		}
+		if a.opts.Observe != nil {
 			a.opts.Observe(r.Method, r.URL.Path, status, a.opts.Now().Sub(start))
-		}()
-	}
+		}
+		if p == nil {
+			return // refused before it was authenticated; logged there
+		}
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			a.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", status,
+				"access_key_id", p.AccessKeyID, "duration", a.opts.Now().Sub(start))
+			return
+		}
+		// Every write attempt is an audit line, whatever its outcome
+		// (a panic included): who, what, and the store's revision after
+		// it (under concurrent writes, not necessarily its own commit).
+		a.log.Info("write", "method", r.Method, "path", r.URL.Path, "status", status,
+			"user", p.User, "access_key_id", p.AccessKeyID, "revision", a.opts.Store.Revision(),
+			"duration", a.opts.Now().Sub(start))
+	}()
 	defer func() {
 		if v := recover(); v != nil {
 			a.log.Error("panic in API handler", "method", r.Method, "path", r.URL.Path, "panic", v)
@@ -154,7 +169,7 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	p, aerr := a.authenticate(r, body)
+	principal, aerr := a.authenticate(r, body)
 	if aerr != nil {
 		if aerr.Status >= 500 {
 			a.log.Error("cannot authenticate the request", "method", r.Method, "path", r.URL.Path, "error", aerr.cause)
@@ -164,18 +179,9 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(rw, aerr)
 		return
 	}
+	p = principal
 	ctx := context.WithValue(r.Context(), principalKey{}, p)
 	a.mux.ServeHTTP(rw, r.WithContext(ctx))
-	if r.Method == http.MethodGet || r.Method == http.MethodHead {
-		a.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", rw.status,
-			"access_key_id", p.AccessKeyID, "duration", a.opts.Now().Sub(start))
-		return
-	}
-	// Every write attempt is an audit line: who, what, the outcome and
-	// the store revision after it.
-	a.log.Info("write", "method", r.Method, "path", r.URL.Path, "status", rw.status,
-		"user", p.User, "access_key_id", p.AccessKeyID, "revision", a.opts.Store.Revision(),
-		"duration", a.opts.Now().Sub(start))
 }
 
 type statusWriter struct {

@@ -62,11 +62,20 @@ func (s *Service) serve(st hdsStream) error {
 		return errShuttingDown
 	}
 
-	msg, err := st.Recv()
-	if err != nil {
-		return recvErr(err)
+	// Every message, the first included, is read in receive's goroutine,
+	// so that closing the service ends the stream at once.
+	msgs, stop := receive(st)
+	defer stop()
+	var first received
+	select {
+	case first = <-msgs:
+	case <-s.done:
+		return errShuttingDown
 	}
-	req := msg.GetHealthCheckRequest()
+	if first.err != nil {
+		return recvErr(first.err)
+	}
+	req := first.msg.GetHealthCheckRequest()
 	if req == nil {
 		return status.Error(codes.InvalidArgument, "the first message of a health stream must be a HealthCheckRequest naming the node")
 	}
@@ -85,8 +94,6 @@ func (s *Service) serve(st hdsStream) error {
 		return err
 	}
 
-	msgs, stop := receive(st)
-	defer stop()
 	for {
 		var r received
 		select {

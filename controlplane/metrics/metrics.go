@@ -59,8 +59,19 @@ func (m *Metrics) Handler() http.Handler {
 // ObserveRequest counts one admin API request. Paths are reduced to the
 // kind of object (/v1/<kind>/...), so that labels stay few.
 func (m *Metrics) ObserveRequest(method, path string, status int, d time.Duration) {
+	method = Method(method)
 	m.requests.WithLabelValues(Kind(path), method, strconv.Itoa(status)).Inc()
 	m.duration.WithLabelValues(method).Observe(d.Seconds())
+}
+
+// Method returns an HTTP method as a label value: the methods the API
+// serves, else "other", so that made-up methods cannot add series.
+func Method(m string) string {
+	switch m {
+	case "GET", "HEAD", "PUT", "POST", "PATCH", "DELETE":
+		return m
+	}
+	return "other"
 }
 
 // Kind returns the object kind of an API path: the segment after /v1/
@@ -71,7 +82,7 @@ func Kind(path string) string {
 		return "other"
 	}
 	switch k, _, _ := strings.Cut(rest, "/"); k {
-	case "secrets", "proxies", "iam", "nodes", "rollout", "status", "identity":
+	case "secrets", "proxies", "iam", "nodes", "rollout", "status", "identity", "backup":
 		return k
 	}
 	return "other"

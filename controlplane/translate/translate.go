@@ -246,6 +246,17 @@ func (b *builder) addProxy(p model.Proxy) error {
 	if len(p.Auth) == 0 {
 		return fmt.Errorf("%w: proxy %s: no auth blocks", ErrInvalidState, p.Name)
 	}
+	// The API refuses this; state stored before it did is named here
+	// rather than NACKed by every node of the zone.
+	users := map[string]string{}
+	for _, a := range p.Auth {
+		if s, ok := b.ix.secrets[a.Secret]; ok {
+			if other, dup := users[s.Username]; dup {
+				return fmt.Errorf("%w: proxy %s: secrets %s and %s have the same username %q; give each auth block its own user", ErrInvalidState, p.Name, other, a.Secret, s.Username)
+			}
+			users[s.Username] = a.Secret
+		}
+	}
 	maxClients := p.MaxClientConnections
 	if maxClients == 0 {
 		maxClients = DefaultMaxClientConnections

@@ -469,6 +469,13 @@ func TestInvalidState(t *testing.T) {
 		{"port shared in a zone", func(s *model.State) { s.Proxies[2].Port = 6034 }, "listener gamma/default: port 6034 is already used by app/reader"},
 		{"port out of range", func(s *model.State) { s.Endpoints[0].Port = 70000 }, "listener app/reader: port"},
 		{"target port out of range", func(s *model.State) { s.Targets[0].Port = -1 }, "target app/w1: port"},
+		{"two auth blocks for one username", func(s *model.State) {
+			for i := range s.Secrets {
+				if s.Secrets[i].Name == "admin" {
+					s.Secrets[i].Username = "app"
+				}
+			}
+		}, `proxy app: secrets app-user and admin have the same username "app"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -127,19 +127,19 @@ func (n *Node) Apply(ctx context.Context, cfg *config.Config) error {
 	if err := cfg.Validate(); err != nil {
 		// The running configuration stays, but not a key the refused one
 		// revokes.
-		if cfg.Connect != nil {
-			n.RestrictConnectKeys(cfg.Connect)
-		}
+		n.RestrictConnectKeys(cfg.Connect)
 		return fmt.Errorf("invalid config: %w", err)
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	tokens, err := tokenauth.New(cfg.Connect, nil)
 	if err != nil {
+		n.restrictConnectKeysLocked(cfg.Connect)
 		return err
 	}
 	undoTLS, err := n.tls.update(cfg.Node.TLS)
 	if err != nil {
+		n.restrictConnectKeysLocked(cfg.Connect)
 		return err
 	}
 	n.tokens.Store(tokens)
@@ -344,8 +344,12 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 		ln, err := n.opts.Listen("tcp", ec.Address)
 		if err != nil {
 			// Closes the listeners opened so far, so that a restore
-			// can bind the same addresses.
-			n.stopProxy(context.Background(), rp)
+			// can bind the same addresses. No drain: a client that
+			// reached an earlier endpoint of this proxy in the meantime
+			// must not hold up Apply.
+			done, cancel := context.WithCancel(context.Background())
+			cancel()
+			n.stopProxy(done, rp)
 			return nil, fmt.Errorf("listen on %s: %w", ec.Address, err)
 		}
 		ep := proxy.NewEndpoint(proxy.Options{
@@ -364,10 +368,11 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 	return rp, nil
 }
 
-// RestrictConnectKeys keeps, of the connect keys the node verifies tokens
-// with, only those keys also has (tokenauth.Common): what a node does with
-// the keys of a configuration it rejects, so that the revocations in it
-// take effect while additions wait for a configuration it accepts.
+// RestrictConnectKeys keeps, of the running configuration's connect keys,
+// only those keys also has (tokenauth.Common): what a node does with the
+// keys of a configuration it rejects, so that the revocations in it take
+// effect while additions wait for a configuration it accepts. Nil keys
+// (a configuration whose proxies need none) leave the running keys.
 func (n *Node) RestrictConnectKeys(keys *xdsapi.ConnectKeys) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -379,7 +384,14 @@ func (n *Node) restrictConnectKeysLocked(keys *xdsapi.ConnectKeys) {
 	if n.mu.cfg != nil {
 		cur = n.mu.cfg.Connect
 	}
-	common, err := tokenauth.New(tokenauth.Common(cur, keys), nil)
+	if keys != nil {
+		keys = tokenauth.Common(cur, keys)
+	} else {
+		// A configuration without connect keys says nothing about them
+		// (its proxies need none): the running ones stay.
+		keys = cur
+	}
+	common, err := tokenauth.New(keys, nil)
 	if err != nil {
 		common = nil // refuse every token rather than keep revoked keys
 	}

@@ -1,9 +1,14 @@
 package node_test
 
 import (
+	"bytes"
 	"database/sql"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -181,29 +186,32 @@ func TestReloadDrains(t *testing.T) {
 // SELECT is killed before any of its response came. The read runs again on
 // another connection and the client gets its result; a statement that may
 // write, or a read inside a transaction, gets error 2013 instead, and the
-// client connection stays usable.
+// client connection stays usable. Each statement waits on a table lock
+// until it is killed, so no timing matters.
 func TestReadRunsAgainWhenItsConnectionDies(t *testing.T) {
 	env := nodetest.StartSimple(t)
 	direct := env.OpenDirect(t, 0, "")
-	// killWhenRunning kills the server connection running a statement
-	// that starts with prefix.
-	killWhenRunning := func(prefix string) chan error {
+	mustExec(t, direct, "CREATE TABLE held (a INT)")
+	locker, err := direct.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer locker.Close()
+	// killBlocked runs stmt while held is locked, kills the server
+	// connection running it, lets go of the lock and returns what run
+	// returned.
+	killBlocked := func(stmt string, run func(string) error) error {
+		t.Helper()
+		mustExec(t, locker, "LOCK TABLES held WRITE")
 		done := make(chan error, 1)
-		go func() {
-			deadline := time.Now().Add(10 * time.Second)
-			for time.Now().Before(deadline) {
-				var id int64
-				err := direct.QueryRowContext(t.Context(), "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO LIKE ?", prefix+"%").Scan(&id)
-				if err == nil {
-					_, err = direct.ExecContext(t.Context(), fmt.Sprintf("KILL CONNECTION %d", id))
-					done <- err
-					return
-				}
-				time.Sleep(5 * time.Millisecond)
-			}
-			done <- fmt.Errorf("no statement %q showed up", prefix)
-		}()
-		return done
+		go func() { done <- run(stmt) }()
+		var id int64
+		pollUntil(t, 10*time.Second, "the statement waiting for the lock", func() bool {
+			return direct.QueryRowContext(t.Context(), "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = ?", stmt).Scan(&id) == nil
+		})
+		mustExec(t, direct, fmt.Sprintf("KILL CONNECTION %d", id))
+		mustExec(t, locker, "UNLOCK TABLES")
+		return <-done
 	}
 	db := env.Open(t, "")
 	c, err := db.Conn(t.Context())
@@ -212,14 +220,12 @@ func TestReadRunsAgainWhenItsConnectionDies(t *testing.T) {
 	}
 	defer c.Close()
 
-	killed := killWhenRunning("SELECT SLEEP(0.5), 'rerun'")
-	var slept int
 	var tag string
-	if err := c.QueryRowContext(t.Context(), "SELECT SLEEP(0.5), 'rerun'").Scan(&slept, &tag); err != nil {
+	if err := killBlocked("SELECT COUNT(*), 'rerun' FROM held", func(q string) error {
+		var n int
+		return c.QueryRowContext(t.Context(), q).Scan(&n, &tag)
+	}); err != nil {
 		t.Fatalf("a read whose connection was killed: %v", err)
-	}
-	if err := <-killed; err != nil {
-		t.Fatal(err)
 	}
 	if tag != "rerun" {
 		t.Fatalf("read returned %q", tag)
@@ -227,11 +233,10 @@ func TestReadRunsAgainWhenItsConnectionDies(t *testing.T) {
 
 	lost := func(what, q string) {
 		t.Helper()
-		killed := killWhenRunning(q)
-		_, err := c.ExecContext(t.Context(), q)
-		if kerr := <-killed; kerr != nil {
-			t.Fatal(kerr)
-		}
+		err := killBlocked(q, func(q string) error {
+			_, err := c.ExecContext(t.Context(), q)
+			return err
+		})
 		var me *gomysql.MySQLError
 		if !errors.As(err, &me) || me.Number != 2013 {
 			t.Fatalf("%s whose connection was killed: %v; want error 2013", what, err)
@@ -240,7 +245,90 @@ func TestReadRunsAgainWhenItsConnectionDies(t *testing.T) {
 			t.Fatalf("after %s: %q", what, got)
 		}
 	}
-	lost("a statement that may write", "DO SLEEP(0.5)")
+	lost("a statement that may write", "DO (SELECT COUNT(*) FROM held)")
 	mustExec(t, c, "BEGIN")
-	lost("a read in a transaction", "SELECT SLEEP(0.5), 'in tx'")
+	lost("a read in a transaction", "SELECT COUNT(*), 'in tx' FROM held")
+}
+
+// dropOn forwards connections to target; once armed, the first client
+// packet holding trigger closes both sides instead of reaching target.
+func dropOn(t *testing.T, target string, trigger []byte, armed *atomic.Bool) (string, int) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				s, err := net.Dial("tcp", target)
+				if err != nil {
+					c.Close()
+					return
+				}
+				go func() { _, _ = io.Copy(c, s); c.Close() }()
+				buf := make([]byte, 1<<16)
+				for {
+					n, err := c.Read(buf)
+					if n > 0 {
+						if bytes.Contains(buf[:n], trigger) && armed.CompareAndSwap(true, false) {
+							c.Close()
+							s.Close()
+							return
+						}
+						if _, err := s.Write(buf[:n]); err != nil {
+							break
+						}
+					}
+					if err != nil {
+						break
+					}
+				}
+				s.Close()
+			}()
+		}
+	}()
+	h, p, _ := net.SplitHostPort(ln.Addr().String())
+	port, _ := strconv.Atoi(p)
+	return h, port
+}
+
+// TestReadOfThePreviousCountsIsNotRunAgain: SELECT ROW_COUNT() reads what
+// the previous statement left on its connection. When that connection
+// breaks under it, the client gets error 2013, not the count of another
+// connection.
+func TestReadOfThePreviousCountsIsNotRunAgain(t *testing.T) {
+	s := mysqltest.StartT(t, mysqltest.Options{})
+	nodetest.PrepareServer(t, s)
+	var armed atomic.Bool
+	cfg := nodetest.Config(s)
+	cfg.Proxies[0].Targets[0].Host, cfg.Proxies[0].Targets[0].Port = dropOn(t, s.Addr(), []byte("ROW_COUNT"), &armed)
+	env := nodetest.Start(t, cfg, s)
+	db := env.Open(t, "")
+	mustExec(t, db, "CREATE TABLE rc (id INT PRIMARY KEY, v INT)")
+	mustExec(t, db, "INSERT INTO rc VALUES (1,1),(2,2),(3,3)")
+	conn, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	mustExec(t, conn, "UPDATE rc SET v = v + 1 WHERE id <= 2")
+	armed.Store(true)
+	var got string
+	err = conn.QueryRowContext(t.Context(), "SELECT ROW_COUNT()").Scan(&got)
+	if armed.Load() {
+		t.Fatal("the statement never reached the breaking connection")
+	}
+	var me *gomysql.MySQLError
+	if !errors.As(err, &me) || me.Number != 2013 {
+		t.Fatalf("ROW_COUNT() over a connection that broke: %q, %v; want error 2013", got, err)
+	}
+	if got := queryString(t, conn, "SELECT 'still usable'"); got != "still usable" {
+		t.Fatalf("after the error: %q", got)
+	}
 }

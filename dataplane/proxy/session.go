@@ -742,7 +742,9 @@ func (s *clientConn) forward(pkt []byte, cls session.Class, mode relayMode) erro
 	// another one when its connection breaks before any of the response
 	// came: a pooled connection whose server just died looks alive until
 	// the first read.
-	rerun := cls.Rerunnable && mode == relayQuery && !s.mustHold()
+	// Not FOUND_ROWS() or ROW_COUNT(): on another connection they would
+	// answer for a statement they were not asked about.
+	rerun := cls.Rerunnable && !cls.UsesPrevious && mode == relayQuery && !s.mustHold()
 	be, serr := s.acquire(cls)
 	if serr != nil {
 		s.countErr()
@@ -757,7 +759,9 @@ func (s *clientConn) forward(pkt []byte, cls session.Class, mode relayMode) erro
 		be.Broken = true
 		held := s.mustHold()
 		s.dropBackend()
-		if held {
+		if held || cls.UsesPrevious && s.reclaimed {
+			// The statement needs this connection: its session state,
+			// or the previous statement's counts it reads.
 			return s.lostBackend(false)
 		}
 		// Nothing reached the server: try once more on a fresh connection.

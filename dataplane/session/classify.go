@@ -152,12 +152,34 @@ func rerunnable(first, fn string) bool {
 	default:
 		return false
 	}
-	for _, w := range []string{" into ", "nextval(", "setval(", "next value for", "get_lock(", "release_lock(", "release_all_locks("} {
+	if hasWord(fn, "into") {
+		return false
+	}
+	for _, w := range []string{"nextval(", "setval(", "next value for", "get_lock(", "release_lock(", "release_all_locks("} {
 		if strings.Contains(fn, w) {
 			return false
 		}
 	}
 	return true
+}
+
+// hasWord reports whether the normalized statement s holds w as a word:
+// not inside a longer identifier ("into" in "select `x`into" counts, in
+// "intone" it does not).
+func hasWord(s, w string) bool {
+	for i := 0; ; {
+		j := strings.Index(s[i:], w)
+		if j < 0 {
+			return false
+		}
+		j += i
+		before := j == 0 || !isIdent(s[j-1])
+		after := j+len(w) == len(s) || !isIdent(s[j+len(w)])
+		if before && after {
+			return true
+		}
+		i = j + 1
+	}
 }
 
 func firstWord(s string) (string, string) {

@@ -162,6 +162,11 @@ type Client struct {
 	// Owned by the Run goroutine.
 	applied    string
 	hasApplied bool
+	// rejectedSince is set when Apply refused a set after the running
+	// one was applied. Apply may have acted on part of a refused set
+	// (the node drops the connect keys it revokes), so the running
+	// version is applied again when the control plane sends it back.
+	rejectedSince bool
 
 	mu struct {
 		sync.Mutex
@@ -290,9 +295,10 @@ func (c *Client) reportStreamError(err error) {
 // apply calls Apply and, on success, records the set as the running one.
 func (c *Client) apply(ctx context.Context, version string, res map[string][]*anypb.Any) error {
 	if err := c.opts.Apply(ctx, version, res); err != nil {
+		c.rejectedSince = true
 		return err
 	}
-	c.applied, c.hasApplied = version, true
+	c.applied, c.hasApplied, c.rejectedSince = version, true, false
 	now := c.opts.Now()
 	c.setStatus(func(s *Status) {
 		s.Version = version

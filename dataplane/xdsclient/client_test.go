@@ -486,3 +486,54 @@ func TestStreamRenewedBeforeTokenExpires(t *testing.T) {
 	}
 	eventually(t, "the new version applied", func() bool { return c.Status().Version == v1 })
 }
+
+// TestRunningVersionAppliedAgainAfterARejection: a node may act on part of
+// a set it rejects (it drops the connect keys the set revokes), so when the
+// control plane goes back to the running version, the client applies it
+// again rather than only ACKing it.
+func TestRunningVersionAppliedAgainAfterARejection(t *testing.T) {
+	cp := startControlPlane(t, "", nil, nil)
+	rec := &applyRecorder{}
+	logs := &syncBuffer{}
+	c, err := New(testOptions(cp.addr, rec, logs))
+	if err != nil {
+		t.Fatal(err)
+	}
+	runClient(t, c)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Log(logs.String())
+		}
+	})
+	good := rec.waitCalls(t, 1)[0]
+	if _, err := cp.waitRollout(1); err != nil {
+		t.Fatal(err)
+	}
+	bad := versionOf(t, "a", "bad")
+	rec.failVersion(bad, "port in use")
+	rev, _ := cp.build.set("a", "bad")
+	cp.refresh()
+	if _, err := cp.waitRollout(rev); !errors.Is(err, xds.ErrRolloutRejected) {
+		t.Fatalf("WaitRollout = %v, want ErrRolloutRejected", err)
+	}
+	rev, back := cp.build.set("a", "g0")
+	if back != good {
+		t.Fatalf("the reverted content hashes to %s, want the running %s", back, good)
+	}
+	cp.refresh()
+	if _, err := cp.waitRollout(rev); err != nil {
+		t.Fatalf("WaitRollout back: %v", err)
+	}
+	// The node acked the running version long ago, so the rollout may
+	// be complete before the client has it again: wait for the apply.
+	rec.waitCalls(t, 3)
+	if got, want := rec.versions(), []string{good, bad, good}; !slices.Equal(got, want) {
+		t.Fatalf("applied %v, want %v", got, want)
+	}
+	// Once applied again, the same version is only ACKed.
+	cp.build.bump()
+	cp.refresh()
+	if got := rec.versions(); len(got) != 3 {
+		t.Fatalf("applied %v after a revision with the same content", got)
+	}
+}

@@ -246,8 +246,20 @@ func TestProtocolExchange(t *testing.T) {
 		t.Fatalf("applied %v, want v2 and one attempt at v3", v)
 	}
 
-	// The running version again (a revert) is ACKed without an Apply,
-	// type by type.
+	// The running version again (a revert) after a rejection is applied
+	// again, as a whole: Apply may have acted on part of the rejected
+	// set (the node drops the connect keys it revokes).
+	nonces = env.sendAll("v2")
+	env.expect(4, func(r *discovery.DiscoveryRequest) {
+		if r.GetVersionInfo() != "v2" || r.GetErrorDetail() != nil || r.GetResponseNonce() != nonces[r.GetTypeUrl()] {
+			t.Fatalf("ACK of the running version after a rejection = %v", r)
+		}
+	})
+	if v := rec.versions(); !slices.Equal(v, []string{"v2", "v3", "v2"}) {
+		t.Fatalf("applied %v, want v2 again after the rejection of v3", v)
+	}
+	// Otherwise the running version is ACKed without an Apply, type by
+	// type.
 	for _, typ := range xdsapi.ResourceTypes() {
 		nonce := env.send(typ, "v2")
 		r := env.recv()
@@ -255,7 +267,7 @@ func TestProtocolExchange(t *testing.T) {
 			t.Fatalf("ACK of the running version = %v", r)
 		}
 	}
-	if v := rec.versions(); len(v) != 2 {
+	if v := rec.versions(); len(v) != 3 {
 		t.Fatalf("applied %v", v)
 	}
 	if s := c.Status(); s.Version != "v2" || !s.Connected {

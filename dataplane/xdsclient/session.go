@@ -166,10 +166,12 @@ func (s *session) handle(ctx context.Context, resp *discovery.DiscoveryResponse)
 	}
 
 	complete := len(s.pending) == xdsapi.NumResourceTypes
-	if !complete && !(s.c.hasApplied && v == s.c.applied) {
+	// The running version is ACKed type by type, except after a rejection:
+	// then it is applied again, as a whole (see Client.rejectedSince).
+	if !complete && !(s.c.hasApplied && v == s.c.applied && !s.c.rejectedSince) {
 		return nil
 	}
-	if !s.c.hasApplied || v != s.c.applied {
+	if !s.c.hasApplied || v != s.c.applied || (complete && s.c.rejectedSince) {
 		if v == s.rejected {
 			return s.nackAll(v, s.rejectedMsg)
 		}

@@ -298,21 +298,12 @@ func (d *decoder) secret(i int, a *anypb.Any) {
 			return
 		}
 	case name == xdsapi.ConnectKeysSecret:
-		payload, ok := inline(s.GetGenericSecret().GetSecrets()[xdsapi.ConnectKeysKey])
-		if !ok {
-			d.fail(kind, name, fmt.Errorf("want a generic secret with an inline %s", xdsapi.ConnectKeysKey))
+		ck, err := decodeConnectKeys(&s)
+		if err != nil {
+			d.fail(kind, name, err)
 			return
 		}
-		var ck xdsapi.ConnectKeys
-		dec := json.NewDecoder(strings.NewReader(payload))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&ck); err != nil {
-			// json's messages quote at most a type or field name, but
-			// say only where it went wrong to be sure.
-			d.fail(kind, name, fmt.Errorf("%s is not valid connect-keys JSON at offset %d", xdsapi.ConnectKeysKey, dec.InputOffset()))
-			return
-		}
-		d.connect = &ck
+		d.connect = ck
 	default:
 		// A kind of secret this node does not know: nothing it decodes
 		// refers to it.
@@ -330,19 +321,26 @@ func ConnectKeys(res map[string][]*anypb.Any) (keys *xdsapi.ConnectKeys, ok bool
 		if a.GetTypeUrl() != resource.SecretType || a.UnmarshalTo(&s) != nil || s.GetName() != xdsapi.ConnectKeysSecret {
 			continue
 		}
-		payload, ok := inline(s.GetGenericSecret().GetSecrets()[xdsapi.ConnectKeysKey])
-		if !ok {
-			return nil, false
-		}
-		var ck xdsapi.ConnectKeys
-		dec := json.NewDecoder(strings.NewReader(payload))
-		dec.DisallowUnknownFields()
-		if dec.Decode(&ck) != nil {
-			return nil, false
-		}
-		return &ck, true
+		ck, err := decodeConnectKeys(&s)
+		return ck, err == nil
 	}
 	return nil, false
+}
+
+// decodeConnectKeys decodes the connect-keys secret's payload, strictly.
+// Its errors say where the JSON went wrong, never what it holds.
+func decodeConnectKeys(s *tlsv3.Secret) (*xdsapi.ConnectKeys, error) {
+	payload, ok := inline(s.GetGenericSecret().GetSecrets()[xdsapi.ConnectKeysKey])
+	if !ok {
+		return nil, fmt.Errorf("want a generic secret with an inline %s", xdsapi.ConnectKeysKey)
+	}
+	var ck xdsapi.ConnectKeys
+	dec := json.NewDecoder(strings.NewReader(payload))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&ck); err != nil {
+		return nil, fmt.Errorf("%s is not valid connect-keys JSON at offset %d", xdsapi.ConnectKeysKey, dec.InputOffset())
+	}
+	return &ck, nil
 }
 
 // inline returns the inline bytes or string of a data source.

@@ -143,9 +143,12 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any, heade
 	if isRaw {
 		limit = 1 << 30
 	}
-	rb, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return fmt.Errorf("%s %s: read response: %w", method, p, err)
+	}
+	if int64(len(rb)) > limit {
+		return fmt.Errorf("%s %s: the response is over %d bytes", method, p, limit)
 	}
 	if resp.StatusCode >= 300 {
 		var env struct {

@@ -42,7 +42,8 @@ type ControlPlane struct {
 // Options configure StartOptions.
 type Options struct {
 	// Log, when set, receives every line the control plane and its nodes
-	// log, at trace level, instead of the test log.
+	// log, at trace level, instead of the test log. Many goroutines write
+	// to it: it must be safe for concurrent use.
 	Log io.Writer
 	// Now, when set, is the clock of the control plane, its API client
 	// and its nodes (they sign and check tokens with it).
