@@ -116,6 +116,21 @@ func (d *decoder) unpack(kind string, i int, a *anypb.Any, typ string, m proto.M
 	return true
 }
 
+// named checks a resource's name (its field, for the message): it must be
+// set and not taken by an earlier resource of the set. Failures are
+// recorded; it reports whether the name is good.
+func (d *decoder) named(kind string, i int, field, name string, taken bool) bool {
+	switch {
+	case name == "":
+		d.errs = append(d.errs, fmt.Errorf("%s #%d: no %s", kind, i, field))
+		return false
+	case taken:
+		d.fail(kind, name, errors.New("sent twice"))
+		return false
+	}
+	return true
+}
+
 // fail records err about the named resource.
 func (d *decoder) fail(kind, name string, err error) {
 	d.errs = append(d.errs, fmt.Errorf("%s %q: %w", kind, name, err))
@@ -185,12 +200,8 @@ func (d *decoder) assignment(i int, a *anypb.Any) {
 		return
 	}
 	name := cla.GetClusterName()
-	if name == "" {
-		d.errs = append(d.errs, fmt.Errorf("%s #%d: no cluster name", kind, i))
-		return
-	}
-	if _, dup := d.assignments[name]; dup {
-		d.fail(kind, name, errors.New("sent twice"))
+	_, taken := d.assignments[name]
+	if !d.named(kind, i, "cluster name", name, taken) {
 		return
 	}
 	if err := cla.Validate(); err != nil {
@@ -252,12 +263,8 @@ func (d *decoder) secret(i int, a *anypb.Any) {
 		return
 	}
 	name := s.GetName()
-	if name == "" {
-		d.errs = append(d.errs, fmt.Errorf("%s #%d: no name", kind, i))
-		return
-	}
-	if _, dup := d.secrets[name]; dup {
-		d.fail(kind, name, errors.New("sent twice"))
+	_, taken := d.secrets[name]
+	if !d.named(kind, i, "name", name, taken) {
 		return
 	}
 	// Checked by hand rather than with the generated validators, whose
@@ -361,15 +368,9 @@ func (d *decoder) listener(i int, a *anypb.Any) {
 		return
 	}
 	name := l.GetName()
-	if name == "" {
-		d.errs = append(d.errs, fmt.Errorf("%s #%d: no name", kind, i))
+	taken := slices.ContainsFunc(d.listeners, func(o decodedListener) bool { return o.name == name })
+	if !d.named(kind, i, "name", name, taken) {
 		return
-	}
-	for _, o := range d.listeners {
-		if o.name == name {
-			d.fail(kind, name, errors.New("sent twice"))
-			return
-		}
 	}
 	if err := l.Validate(); err != nil {
 		d.fail(kind, name, err)
