@@ -24,8 +24,6 @@ import (
 	hds "github.com/envoyproxy/go-control-plane/envoy/service/health/v3"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -189,21 +187,8 @@ func (r *Reporter) Run(ctx context.Context) error {
 
 // reportStreamError logs why a stream ended and records it in Status.
 func (r *Reporter) reportStreamError(err error) {
-	if err == nil {
-		err = errors.New("health stream closed by the control plane")
-	}
-	msg := err.Error()
-	if st, ok := status.FromError(err); ok {
-		switch st.Code() {
-		case codes.Unauthenticated, codes.PermissionDenied:
-			msg = "control plane refused this node's health reports: " + st.Message()
-			r.log.Error(msg, "code", st.Code().String(), "target", r.opts.Target)
-		default:
-			r.log.Warn("health stream ended", "code", st.Code().String(), "error", st.Message(), "target", r.opts.Target)
-		}
-	} else {
-		r.log.Warn("health stream ended", "error", msg, "target", r.opts.Target)
-	}
+	msg := xdsclient.StreamEnd{Closed: "health stream closed by the control plane", Ended: "health stream ended",
+		Refused: "control plane refused this node's health reports"}.Log(r.log, r.opts.Target, err)
 	r.setStatus(func(s *Status) { s.LastError = msg })
 }
 

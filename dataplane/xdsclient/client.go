@@ -274,22 +274,38 @@ func (b Backoff) Reconnect(ctx context.Context, log hclog.Logger, what string, s
 
 // reportStreamError logs why a stream ended and records it in Status.
 func (c *Client) reportStreamError(err error) {
+	msg := StreamEnd{Closed: "stream closed by the control plane", Ended: "control plane stream ended",
+		Refused: "control plane refused this node"}.Log(c.log, c.opts.Target, err)
+	c.setStatus(func(s *Status) { s.LastError = msg })
+}
+
+// StreamEnd words the end of a stream to the control plane, for the ADS
+// and the HDS clients.
+type StreamEnd struct {
+	// Closed is the error of a stream the control plane closed without
+	// one; Ended the log message of any other end; Refused the prefix of
+	// the message when the control plane refused the node's credentials.
+	Closed, Ended, Refused string
+}
+
+// Log logs why a stream ended, a refusal at Error and anything else at
+// Warn, and returns the message to record as the last error.
+func (e StreamEnd) Log(log hclog.Logger, target string, err error) string {
 	if err == nil {
-		err = errors.New("stream closed by the control plane")
+		err = errors.New(e.Closed)
 	}
 	msg := err.Error()
-	if st, ok := status.FromError(err); ok {
-		switch st.Code() {
-		case codes.Unauthenticated, codes.PermissionDenied:
-			msg = "control plane refused this node: " + st.Message()
-			c.log.Error(msg, "code", st.Code().String(), "target", c.opts.Target)
-		default:
-			c.log.Warn("control plane stream ended", "code", st.Code().String(), "error", st.Message(), "target", c.opts.Target)
-		}
-	} else {
-		c.log.Warn("control plane stream ended", "error", msg, "target", c.opts.Target)
+	st, ok := status.FromError(err)
+	switch {
+	case !ok:
+		log.Warn(e.Ended, "error", msg, "target", target)
+	case st.Code() == codes.Unauthenticated || st.Code() == codes.PermissionDenied:
+		msg = e.Refused + ": " + st.Message()
+		log.Error(msg, "code", st.Code().String(), "target", target)
+	default:
+		log.Warn(e.Ended, "code", st.Code().String(), "error", st.Message(), "target", target)
 	}
-	c.setStatus(func(s *Status) { s.LastError = msg })
+	return msg
 }
 
 // apply calls Apply and, on success, records the set as the running one.
