@@ -18,6 +18,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/dbproxy/dbproxy/controlplane/api"
 	"github.com/dbproxy/dbproxy/internal/cpident"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
@@ -185,14 +186,8 @@ type RawResponse struct {
 // IfMatch returns an If-Match header for an object revision.
 func IfMatch(rev uint64) Header { return Header{"If-Match", strconv.FormatUint(rev, 10)} }
 
-// Rollout is the answer of GET /v1/rollout.
-type Rollout struct {
-	Revision uint64            `json:"revision"`
-	Complete bool              `json:"complete"`
-	Rejected bool              `json:"rejected"`
-	Message  string            `json:"message"`
-	Nodes    []json.RawMessage `json:"nodes"`
-}
+// Rollout is the answer of GET /v1/rollout, the API's own type.
+type Rollout = api.Rollout
 
 // WaitRollout waits up to wait until every connected node of zones (all
 // when empty) serves revision rev.
