@@ -11,9 +11,9 @@ import (
 	"time"
 
 	"github.com/dbproxy/dbproxy/controlplane"
-	"github.com/dbproxy/dbproxy/controlplane/api"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
 	"github.com/dbproxy/dbproxy/internal/atomicfile"
+	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
 
@@ -97,7 +97,7 @@ func runAPI(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 			return 1
 		}
 		rev := ""
-		if v := raw.Header.Get(api.RevisionHeader); v != "" {
+		if v := raw.Header.Get(model.RevisionHeader); v != "" {
 			rev = " (revision " + v + ")"
 		}
 		fmt.Fprintf(stderr, "dbproxy api: wrote %d bytes to %s%s\n", len(raw.Body), *outPath, rev)

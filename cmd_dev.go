@@ -19,10 +19,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/dbproxy/dbproxy/controlplane"
-	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/dataplane/config"
 	"github.com/dbproxy/dbproxy/dataplane/managed"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
+	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )

@@ -13,10 +13,9 @@ import (
 	"testing"
 
 	"github.com/dbproxy/dbproxy/controlplane"
-	"github.com/dbproxy/dbproxy/controlplane/api"
-	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
 	"github.com/dbproxy/dbproxy/internal/cptest"
+	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
 
@@ -52,9 +51,9 @@ func TestBackupAndRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rev, err := strconv.ParseUint(raw.Header.Get(api.RevisionHeader), 10, 64)
+	rev, err := strconv.ParseUint(raw.Header.Get(model.RevisionHeader), 10, 64)
 	if err != nil || rev == 0 || len(raw.Body) == 0 {
-		t.Fatalf("backup: revision %q, %d bytes", raw.Header.Get(api.RevisionHeader), len(raw.Body))
+		t.Fatalf("backup: revision %q, %d bytes", raw.Header.Get(model.RevisionHeader), len(raw.Body))
 	}
 	if strings.Contains(string(raw.Body), "backup-pw-123") || strings.Contains(string(raw.Body), alice.SecretAccessKey) {
 		t.Fatal("the backup holds a password or secret key in plain text")
@@ -66,7 +65,7 @@ func TestBackupAndRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ae *apiclient.Error
+	var ae *model.Error
 	if err := ac.Do(ctx, "GET", "/v1/backup", nil, &apiclient.RawResponse{}); !errors.As(err, &ae) || ae.Status != 403 {
 		t.Fatalf("backup by a user without the permission: %v", err)
 	}

@@ -19,8 +19,8 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/dbproxy/dbproxy/controlplane"
-	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
+	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
 

@@ -17,10 +17,9 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/dbproxy/dbproxy/controlplane"
-	"github.com/dbproxy/dbproxy/controlplane/api"
-	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/controlplane/pki"
 	"github.com/dbproxy/dbproxy/internal/cptest"
+	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
 	"github.com/dbproxy/dbproxy/internal/nodetest"
 )
@@ -137,7 +136,7 @@ func TestFleetServesThroughEveryZone(t *testing.T) {
 	if len(got.Addresses) != 3 || got.Endpoint != addr(cptest.ZoneHost(0), p.Port) {
 		t.Fatalf("proxy endpoint %q addresses %v", got.Endpoint, got.Addresses)
 	}
-	var nodes struct{ Items []api.Node }
+	var nodes struct{ Items []model.Node }
 	f.cp.Do("GET", "/v1/nodes", nil, &nodes)
 	if len(nodes.Items) != 3 {
 		t.Fatalf("nodes = %+v", nodes.Items)
@@ -215,7 +214,7 @@ func TestFleetServesThroughEveryZone(t *testing.T) {
 		}
 		// The other zones take it.
 		f.cp.WaitRollout(ep.Revision, "a", "c")
-		var nodes struct{ Items []api.Node }
+		var nodes struct{ Items []model.Node }
 		f.cp.Do("GET", "/v1/nodes", nil, &nodes)
 		for _, n := range nodes.Items {
 			switch {
@@ -273,7 +272,7 @@ func waitConnected(t *testing.T, cp *cptest.ControlPlane, n int) {
 	t.Helper()
 	deadline := time.Now().Add(time.Minute)
 	for {
-		var nodes struct{ Items []api.Node }
+		var nodes struct{ Items []model.Node }
 		cp.Do("GET", "/v1/nodes", nil, &nodes)
 		connected := 0
 		for _, nd := range nodes.Items {
@@ -307,7 +306,7 @@ func TestNodeRefusedOutsideItsZone(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	var nodes struct{ Items []api.Node }
+	var nodes struct{ Items []model.Node }
 	cp.Do("GET", "/v1/nodes", nil, &nodes)
 	for _, nd := range nodes.Items {
 		if nd.Connected || nd.AckedVersion != "" {

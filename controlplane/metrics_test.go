@@ -10,9 +10,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
 	"github.com/dbproxy/dbproxy/internal/cptest"
+	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
 
@@ -36,7 +36,7 @@ func TestMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ae *apiclient.Error
+	var ae *model.Error
 	if err := bad.Do(context.Background(), "GET", "/v1/proxies", nil, nil); !errors.As(err, &ae) || ae.Status != 401 {
 		t.Fatalf("wrong secret: %v", err)
 	}

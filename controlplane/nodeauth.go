@@ -14,10 +14,10 @@ import (
 
 	"github.com/dbproxy/dbproxy/controlplane/api"
 	"github.com/dbproxy/dbproxy/controlplane/iam"
-	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/controlplane/pki"
 	"github.com/dbproxy/dbproxy/controlplane/store"
 	"github.com/dbproxy/dbproxy/controlplane/xds"
+	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
@@ -145,17 +145,17 @@ func tokenProblem(err error) string {
 // fleet adapts the xDS server to what the API reports.
 type fleet struct{ s *xds.Server }
 
-func (f fleet) Nodes() []api.Node { return apiNodes(f.s.Nodes()) }
+func (f fleet) Nodes() []model.Node { return apiNodes(f.s.Nodes()) }
 
-func (f fleet) WaitRollout(ctx context.Context, rev uint64, zones []string) ([]api.Node, bool, error) {
+func (f fleet) WaitRollout(ctx context.Context, rev uint64, zones []string) ([]model.Node, bool, error) {
 	st, err := f.s.WaitRollout(ctx, rev, zones)
 	return apiNodes(st), errors.Is(err, xds.ErrRolloutRejected), err
 }
 
-func apiNodes(in []xds.NodeStatus) []api.Node {
-	out := make([]api.Node, 0, len(in))
+func apiNodes(in []xds.NodeStatus) []model.Node {
+	out := make([]model.Node, 0, len(in))
 	for _, n := range in {
-		an := api.Node{ID: n.ID, Zone: n.Zone, Address: n.Address, Connected: n.Connected,
+		an := model.Node{ID: n.ID, Zone: n.Zone, Address: n.Address, Connected: n.Connected,
 			CurrentVersion: n.CurrentVersion, CurrentRevision: n.CurrentRevision,
 			AckedVersion: n.AckedVersion, AckedRevision: n.AckedRevision, BuildError: n.BuildError}
 		if !n.ConnectedAt.IsZero() {
@@ -167,7 +167,7 @@ func apiNodes(in []xds.NodeStatus) []api.Node {
 			an.LastSeen = &t
 		}
 		if n.LastNack != nil {
-			an.LastNack = &api.Nack{Version: n.LastNack.Version, TypeURL: n.LastNack.TypeURL, Message: n.LastNack.Message, At: n.LastNack.At}
+			an.LastNack = &model.Nack{Version: n.LastNack.Version, TypeURL: n.LastNack.TypeURL, Message: n.LastNack.Message, At: n.LastNack.At}
 		}
 		out = append(out, an)
 	}

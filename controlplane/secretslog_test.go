@@ -20,10 +20,10 @@ import (
 	"github.com/go-sql-driver/mysql"
 
 	"github.com/dbproxy/dbproxy/controlplane"
-	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/controlplane/translate"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
 	"github.com/dbproxy/dbproxy/internal/cptest"
+	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
 	"github.com/dbproxy/dbproxy/internal/nodetest"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
@@ -186,7 +186,7 @@ func TestSecretsStayOutOfLogs(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ae *apiclient.Error
+		var ae *model.Error
 		if err := c.Do(ctx, "GET", "/v1/proxies", nil, nil); !errors.As(err, &ae) || ae.Status/100 != 4 {
 			t.Fatalf("%s: %v; want a 4xx", what, err)
 		}

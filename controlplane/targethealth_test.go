@@ -7,10 +7,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/dataplane/healthreport"
 	"github.com/dbproxy/dbproxy/internal/cpident"
 	"github.com/dbproxy/dbproxy/internal/cptest"
+	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )

@@ -20,13 +20,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/dbproxy/dbproxy/controlplane/iam"
-	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/controlplane/store"
+	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
-
-// RevisionHeader carries the store revision of a backup.
-const RevisionHeader = "X-Dbproxy-Revision"
 
 // maxBody bounds a request body.
 const maxBody = 1 << 20
@@ -34,37 +31,11 @@ const maxBody = 1 << 20
 // Fleet is what the API needs from the xDS server: the nodes it knows and a
 // way to wait for a rollout.
 type Fleet interface {
-	Nodes() []Node
+	Nodes() []model.Node
 	// WaitRollout waits until every connected node in zones (nil: all)
 	// acked a configuration built at revision >= rev. rejected reports
 	// that a node refused it.
-	WaitRollout(ctx context.Context, rev uint64, zones []string) (nodes []Node, rejected bool, err error)
-}
-
-// Node is one data-plane node as the API reports it.
-type Node struct {
-	ID              string     `json:"id"`
-	Zone            string     `json:"zone"`
-	Address         string     `json:"address"`
-	Connected       bool       `json:"connected"`
-	ConnectedAt     *time.Time `json:"connected_at,omitempty"`
-	LastSeen        *time.Time `json:"last_seen,omitempty"`
-	CurrentVersion  string     `json:"current_version"`
-	CurrentRevision uint64     `json:"current_revision"`
-	AckedVersion    string     `json:"acked_version"`
-	AckedRevision   uint64     `json:"acked_revision"`
-	// BuildError is why the control plane cannot build the node's newest
-	// configuration.
-	BuildError string `json:"build_error,omitempty"`
-	LastNack   *Nack  `json:"last_nack,omitempty"`
-}
-
-// Nack is a configuration a node rejected.
-type Nack struct {
-	Version string    `json:"version"`
-	TypeURL string    `json:"type_url"`
-	Message string    `json:"message"`
-	At      time.Time `json:"at"`
+	WaitRollout(ctx context.Context, rev uint64, zones []string) (nodes []model.Node, rejected bool, err error)
 }
 
 // Options configure the API.
@@ -165,14 +136,15 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	body, err := io.ReadAll(http.MaxBytesReader(rw, r.Body, maxBody))
 	if err != nil {
-		writeError(rw, &Error{Status: http.StatusRequestEntityTooLarge, Code: "RequestTooLarge", Message: fmt.Sprintf("the request body is over %d bytes or could not be read", maxBody)})
+		writeError(rw, &model.Error{Status: http.StatusRequestEntityTooLarge, Code: "RequestTooLarge", Message: fmt.Sprintf("the request body is over %d bytes or could not be read", maxBody)})
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
-	principal, aerr := a.authenticate(r, body)
-	if aerr != nil {
+	principal, err := a.authenticate(r, body)
+	if err != nil {
+		aerr := authError(err)
 		if aerr.Status >= 500 {
-			a.log.Error("cannot authenticate the request", "method", r.Method, "path", r.URL.Path, "error", aerr.cause)
+			a.log.Error("cannot authenticate the request", "method", r.Method, "path", r.URL.Path, "error", err)
 		} else {
 			a.log.Info("request refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "code", aerr.Code)
 		}
@@ -203,49 +175,35 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	return w.ResponseWriter.Write(b)
 }
 
-// Error is an API error as clients see it.
-type Error struct {
-	Status  int    `json:"-"`
-	Code    string `json:"code"`
-	Message string `json:"message"`
-	Field   string `json:"field,omitempty"`
-	// Fields lists every invalid field when there are several.
-	Fields model.FieldErrors `json:"fields,omitempty"`
-	// cause is the internal failure behind a 5xx, for the log only.
-	cause error
+func errInternal() *model.Error {
+	return &model.Error{Status: http.StatusInternalServerError, Code: "InternalError", Message: "the control plane failed to handle the request; see its log"}
 }
 
-func (e *Error) Error() string { return e.Code + ": " + e.Message }
-
-func errInternal() *Error {
-	return &Error{Status: http.StatusInternalServerError, Code: "InternalError", Message: "the control plane failed to handle the request; see its log"}
+func errNotFound(what string) *model.Error {
+	return &model.Error{Status: http.StatusNotFound, Code: "NotFound", Message: what + " does not exist"}
 }
 
-func errNotFound(what string) *Error {
-	return &Error{Status: http.StatusNotFound, Code: "NotFound", Message: what + " does not exist"}
+func errConflict(field, format string, a ...any) *model.Error {
+	return &model.Error{Status: http.StatusConflict, Code: "Conflict", Field: field, Message: fmt.Sprintf(format, a...)}
 }
 
-func errConflict(field, format string, a ...any) *Error {
-	return &Error{Status: http.StatusConflict, Code: "Conflict", Field: field, Message: fmt.Sprintf(format, a...)}
+func errBadRequest(field, format string, a ...any) *model.Error {
+	return &model.Error{Status: http.StatusBadRequest, Code: "ValidationError", Field: field, Message: fmt.Sprintf(format, a...)}
 }
 
-func errBadRequest(field, format string, a ...any) *Error {
-	return &Error{Status: http.StatusBadRequest, Code: "ValidationError", Field: field, Message: fmt.Sprintf(format, a...)}
-}
-
-func validationError(err error) *Error {
+func validationError(err error) *model.Error {
 	if es, ok := model.AsFieldErrors(err); ok {
-		e := &Error{Status: http.StatusBadRequest, Code: "ValidationError", Message: es.Error(), Field: es[0].Field}
+		e := &model.Error{Status: http.StatusBadRequest, Code: "ValidationError", Message: es.Error(), Field: es[0].Field}
 		if len(es) > 1 {
 			e.Fields = es
 		}
 		return e
 	}
-	return &Error{Status: http.StatusBadRequest, Code: "ValidationError", Message: err.Error()}
+	return &model.Error{Status: http.StatusBadRequest, Code: "ValidationError", Message: err.Error()}
 }
 
-func writeError(w http.ResponseWriter, e *Error) {
-	writeJSON(w, e.Status, map[string]*Error{"error": e})
+func writeError(w http.ResponseWriter, e *model.Error) {
+	writeJSON(w, e.Status, map[string]*model.Error{"error": e})
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -262,17 +220,17 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 
 // fail turns any error from a handler step into a response.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
-	var e *Error
+	var e *model.Error
 	switch {
 	case errors.As(err, &e):
 	case errors.Is(err, store.ErrInvalidKey):
 		// Names in the path are validated only on PUT; a GET or DELETE
 		// of a name longer than the store can hold names nothing.
-		e = &Error{Status: http.StatusBadRequest, Code: "ValidationError", Message: "a name in the path is empty or too long"}
+		e = &model.Error{Status: http.StatusBadRequest, Code: "ValidationError", Message: "a name in the path is empty or too long"}
 	case errors.Is(err, store.ErrConflict):
-		e = &Error{Status: http.StatusPreconditionFailed, Code: "PreconditionFailed", Message: "the object changed since the revision given in If-Match"}
+		e = &model.Error{Status: http.StatusPreconditionFailed, Code: "PreconditionFailed", Message: "the object changed since the revision given in If-Match"}
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
-		e = &Error{Status: http.StatusServiceUnavailable, Code: "RequestCanceled", Message: "the request was canceled or timed out"}
+		e = &model.Error{Status: http.StatusServiceUnavailable, Code: "RequestCanceled", Message: "the request was canceled or timed out"}
 	default:
 		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
 		e = errInternal()
@@ -281,7 +239,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // decode reads a JSON body strictly into v.
-func decode(r *http.Request, v any) *Error {
+func decode(r *http.Request, v any) *model.Error {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -291,18 +249,18 @@ func decode(r *http.Request, v any) *Error {
 		case errors.As(err, &te):
 			return errBadRequest(te.Field, "must be a %s, got %s", jsonType(te.Type.Kind().String()), te.Value)
 		case errors.As(err, &se):
-			return &Error{Status: http.StatusBadRequest, Code: "MalformedJSON", Message: fmt.Sprintf("the body is not valid JSON (offset %d): %v", se.Offset, err)}
+			return &model.Error{Status: http.StatusBadRequest, Code: "MalformedJSON", Message: fmt.Sprintf("the body is not valid JSON (offset %d): %v", se.Offset, err)}
 		case errors.Is(err, io.EOF):
-			return &Error{Status: http.StatusBadRequest, Code: "MalformedJSON", Message: "the request needs a JSON body"}
+			return &model.Error{Status: http.StatusBadRequest, Code: "MalformedJSON", Message: "the request needs a JSON body"}
 		case strings.HasPrefix(err.Error(), "json: unknown field "):
 			field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
 			return errBadRequest(field, "is not a known field")
 		default:
-			return &Error{Status: http.StatusBadRequest, Code: "MalformedJSON", Message: err.Error()}
+			return &model.Error{Status: http.StatusBadRequest, Code: "MalformedJSON", Message: err.Error()}
 		}
 	}
 	if dec.More() {
-		return &Error{Status: http.StatusBadRequest, Code: "MalformedJSON", Message: "unexpected data after the JSON object"}
+		return &model.Error{Status: http.StatusBadRequest, Code: "MalformedJSON", Message: "unexpected data after the JSON object"}
 	}
 	return nil
 }
@@ -334,7 +292,7 @@ func principalFrom(ctx context.Context) *Principal {
 
 // authenticate checks the request's signature. The key read for the
 // signature also names the caller, so that a request reads its key once.
-func (a *API) authenticate(r *http.Request, body []byte) (*Principal, *Error) {
+func (a *API) authenticate(r *http.Request, body []byte) (*Principal, error) {
 	var key *model.AccessKey
 	v := sigv4.Verifier{Region: a.opts.Region, Now: a.opts.Now, Skew: a.opts.Skew,
 		Lookup: func(ctx context.Context, id string) (string, error) {
@@ -347,7 +305,7 @@ func (a *API) authenticate(r *http.Request, body []byte) (*Principal, *Error) {
 		}}
 	id, err := v.VerifyRequest(r.Context(), r, body)
 	if err != nil {
-		return nil, authError(err)
+		return nil, err
 	}
 	// A verified signature was computed from the key Lookup read.
 	return &Principal{User: key.User, AccessKeyID: id}, nil
@@ -355,8 +313,8 @@ func (a *API) authenticate(r *http.Request, body []byte) (*Principal, *Error) {
 
 // authError maps a verification failure to a response that says what is
 // wrong without echoing anything secret.
-func authError(err error) *Error {
-	e := &Error{Status: http.StatusUnauthorized}
+func authError(err error) *model.Error {
+	e := &model.Error{Status: http.StatusUnauthorized}
 	switch {
 	case errors.Is(err, sigv4.ErrMissingAuth):
 		e.Code, e.Message = "MissingAuthenticationToken", "the request is not signed; sign it with SigV4 (service dbproxy) using an access key"
@@ -377,7 +335,6 @@ func authError(err error) *Error {
 		// saying the signature is malformed would send the caller
 		// looking in the wrong place.
 		e = errInternal()
-		e.cause = err
 	}
 	return e
 }
@@ -386,7 +343,7 @@ func authError(err error) *Error {
 func (a *API) authorize(ctx context.Context, action, resource string) error {
 	p := principalFrom(ctx)
 	if p == nil {
-		return &Error{Status: http.StatusUnauthorized, Code: "MissingAuthenticationToken", Message: "the request is not authenticated"}
+		return &model.Error{Status: http.StatusUnauthorized, Code: "MissingAuthenticationToken", Message: "the request is not authenticated"}
 	}
 	if p.User == model.RootUser {
 		return nil
@@ -396,7 +353,7 @@ func (a *API) authorize(ctx context.Context, action, resource string) error {
 		return err
 	}
 	if iam.Evaluate(policies, action, resource) != iam.Allow {
-		return &Error{Status: http.StatusForbidden, Code: "AccessDenied",
+		return &model.Error{Status: http.StatusForbidden, Code: "AccessDenied",
 			Message: fmt.Sprintf("user %s is not authorized to perform %s on %s", p.User, action, resource)}
 	}
 	return nil

@@ -13,9 +13,9 @@ import (
 	"time"
 
 	"github.com/dbproxy/dbproxy/controlplane/api"
-	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/controlplane/store"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
+	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
@@ -77,13 +77,13 @@ func (e *env) client(c sigv4.Credentials) *apiclient.Client {
 }
 
 // do calls the API and returns the API error (nil on success).
-func do(t *testing.T, c *apiclient.Client, method, path string, in, out any, h ...apiclient.Header) *apiclient.Error {
+func do(t *testing.T, c *apiclient.Client, method, path string, in, out any, h ...apiclient.Header) *model.Error {
 	t.Helper()
 	err := c.Do(context.Background(), method, path, in, out, h...)
 	if err == nil {
 		return nil
 	}
-	var ae *apiclient.Error
+	var ae *model.Error
 	if !errors.As(err, &ae) {
 		t.Fatalf("%s %s: %v", method, path, err)
 	}

@@ -10,8 +10,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/controlplane/store"
+	"github.com/dbproxy/dbproxy/internal/model"
 )
 
 // kind describes how one object type is stored, named and authorised, so
@@ -28,7 +28,7 @@ type kind[T any] struct {
 	meta                     func(*T) *model.Meta
 	// bind copies path parameters into a decoded body, refusing a body
 	// that names another object.
-	bind func(r *http.Request, v *T) *Error
+	bind func(r *http.Request, v *T) *model.Error
 	// check normalises and validates a decoded body.
 	check func(v *T) error
 	// prepare runs inside the write transaction: it checks references,
@@ -89,7 +89,7 @@ func listHandler[T any](a *API, k *kind[T]) http.HandlerFunc {
 				k.show(r.Context(), &items[i])
 			}
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"items": items, "revision": rev})
+		writeJSON(w, http.StatusOK, model.List[T]{Items: items, Revision: rev})
 	}
 }
 
@@ -99,7 +99,7 @@ type preconditions struct {
 	ifNoneMatch bool   // "*": create only
 }
 
-func parsePreconditions(r *http.Request) (preconditions, *Error) {
+func parsePreconditions(r *http.Request) (preconditions, *model.Error) {
 	var p preconditions
 	if v := r.Header.Get("If-Match"); v != "" && v != "*" {
 		n, err := strconv.ParseUint(strings.Trim(v, `"`), 10, 64)
@@ -119,14 +119,14 @@ func parsePreconditions(r *http.Request) (preconditions, *Error) {
 
 func (p preconditions) check(exists bool, rev uint64, what string) error {
 	if p.ifNoneMatch && exists {
-		return &Error{Status: http.StatusPreconditionFailed, Code: "AlreadyExists", Message: what + " already exists"}
+		return &model.Error{Status: http.StatusPreconditionFailed, Code: "AlreadyExists", Message: what + " already exists"}
 	}
 	if p.ifMatch != 0 {
 		if !exists {
 			return errNotFound(what)
 		}
 		if p.ifMatch != rev {
-			return &Error{Status: http.StatusPreconditionFailed, Code: "PreconditionFailed",
+			return &model.Error{Status: http.StatusPreconditionFailed, Code: "PreconditionFailed",
 				Message: fmt.Sprintf("%s is at revision %d, not %d as If-Match expects", what, rev, p.ifMatch)}
 		}
 	}
@@ -267,7 +267,7 @@ func deleteHandler[T any](a *API, k *kind[T]) http.HandlerFunc {
 			a.fail(w, r, err)
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]any{"deleted": what, "revision": rev})
+		writeJSON(w, http.StatusOK, model.Deleted{Deleted: what, Revision: rev})
 	}
 }
 
@@ -278,7 +278,7 @@ func pathName(name string) func(r *http.Request) string {
 
 // bindField sets *field from the path parameter, refusing a body that
 // names something else.
-func bindField(r *http.Request, param, field string, v *string) *Error {
+func bindField(r *http.Request, param, field string, v *string) *model.Error {
 	p := r.PathValue(param)
 	if *v != "" && *v != p {
 		return errBadRequest(field, "is %q in the body but %q in the path", *v, p)

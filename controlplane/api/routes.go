@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/dbproxy/dbproxy/controlplane/iam"
-	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/controlplane/store"
+	"github.com/dbproxy/dbproxy/internal/model"
 )
 
 func (a *API) routes() {
@@ -29,7 +29,7 @@ func (a *API) routes() {
 		listPrefix:   func(*http.Request) string { return "" },
 		listResource: func(*http.Request) string { return "secret/*" },
 		meta:         func(v *model.Secret) *model.Meta { return &v.Meta },
-		bind:         func(r *http.Request, v *model.Secret) *Error { return bindField(r, "name", "name", &v.Name) },
+		bind:         func(r *http.Request, v *model.Secret) *model.Error { return bindField(r, "name", "name", &v.Name) },
 		check:        func(v *model.Secret) error { return v.Validate(false) },
 		prepare:      a.prepareSecret,
 		beforeDelete: a.secretInUse,
@@ -45,7 +45,7 @@ func (a *API) routes() {
 		listPrefix:   func(*http.Request) string { return "" },
 		listResource: func(*http.Request) string { return "proxy/*" },
 		meta:         func(v *model.Proxy) *model.Meta { return &v.Meta },
-		bind:         func(r *http.Request, v *model.Proxy) *Error { return bindField(r, "name", "name", &v.Name) },
+		bind:         func(r *http.Request, v *model.Proxy) *model.Error { return bindField(r, "name", "name", &v.Name) },
 		check:        func(v *model.Proxy) error { v.Normalize(); return v.Validate() },
 		prepare:      a.prepareProxy,
 		beforeDelete: deleteProxyChildren,
@@ -62,7 +62,7 @@ func (a *API) routes() {
 		key:      pathName("proxy"),
 		resource: func(r *http.Request) string { return "proxy/" + r.PathValue("proxy") + "/target-group" },
 		meta:     func(v *model.TargetGroup) *model.Meta { return &v.Meta },
-		bind: func(r *http.Request, v *model.TargetGroup) *Error {
+		bind: func(r *http.Request, v *model.TargetGroup) *model.Error {
 			if v.Name != "" && v.Name != model.DefaultTargetGroup {
 				return errBadRequest("name", "a proxy has one target group, %q; got %q", model.DefaultTargetGroup, v.Name)
 			}
@@ -84,7 +84,7 @@ func (a *API) routes() {
 		listPrefix:   func(r *http.Request) string { return r.PathValue("proxy") + "/" },
 		listResource: func(r *http.Request) string { return "proxy/" + r.PathValue("proxy") + "/target/*" },
 		meta:         func(v *model.Target) *model.Meta { return &v.Meta },
-		bind: func(r *http.Request, v *model.Target) *Error {
+		bind: func(r *http.Request, v *model.Target) *model.Error {
 			if err := bindField(r, "proxy", "proxy", &v.Proxy); err != nil {
 				return err
 			}
@@ -113,7 +113,7 @@ func (a *API) routes() {
 		listPrefix:   func(r *http.Request) string { return r.PathValue("proxy") + "/" },
 		listResource: func(r *http.Request) string { return "proxy/" + r.PathValue("proxy") + "/endpoint/*" },
 		meta:         func(v *model.Endpoint) *model.Meta { return &v.Meta },
-		bind: func(r *http.Request, v *model.Endpoint) *Error {
+		bind: func(r *http.Request, v *model.Endpoint) *model.Error {
 			if err := bindField(r, "proxy", "proxy", &v.Proxy); err != nil {
 				return err
 			}
@@ -135,7 +135,7 @@ func (a *API) routes() {
 		listPrefix:   func(*http.Request) string { return "" },
 		listResource: func(*http.Request) string { return "user/*" },
 		meta:         func(v *model.User) *model.Meta { return &v.Meta },
-		bind:         func(r *http.Request, v *model.User) *Error { return bindField(r, "name", "name", &v.Name) },
+		bind:         func(r *http.Request, v *model.User) *model.Error { return bindField(r, "name", "name", &v.Name) },
 		check:        func(v *model.User) error { v.Normalize(); return v.Validate() },
 		prepare: func(_ store.Tx, _, next *model.User) error {
 			if next.Name == model.RootUser {
@@ -155,7 +155,7 @@ func (a *API) routes() {
 		listPrefix:   func(*http.Request) string { return "" },
 		listResource: func(*http.Request) string { return "policy/*" },
 		meta:         func(v *model.Policy) *model.Meta { return &v.Meta },
-		bind:         func(r *http.Request, v *model.Policy) *Error { return bindField(r, "name", "name", &v.Name) },
+		bind:         func(r *http.Request, v *model.Policy) *model.Error { return bindField(r, "name", "name", &v.Name) },
 		check: func(v *model.Policy) error {
 			if err := v.Validate(); err != nil {
 				return err
@@ -179,7 +179,7 @@ func (a *API) routes() {
 		listPrefix:   func(r *http.Request) string { return r.PathValue("user") + "/" },
 		listResource: func(r *http.Request) string { return "user/" + r.PathValue("user") + "/policy/*" },
 		meta:         func(v *model.Attachment) *model.Meta { return &v.Meta },
-		bind: func(r *http.Request, v *model.Attachment) *Error {
+		bind: func(r *http.Request, v *model.Attachment) *model.Error {
 			if err := bindField(r, "user", "user", &v.User); err != nil {
 				return err
 			}
@@ -225,7 +225,7 @@ func (a *API) routes() {
 	a.mux.HandleFunc("GET /v1/status", a.status)
 	a.mux.HandleFunc("GET /v1/backup", a.backup)
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, &Error{Status: http.StatusNotFound, Code: "UnknownOperation", Message: fmt.Sprintf("no API operation %s %s", r.Method, r.URL.Path)})
+		writeError(w, &model.Error{Status: http.StatusNotFound, Code: "UnknownOperation", Message: fmt.Sprintf("no API operation %s %s", r.Method, r.URL.Path)})
 	})
 }
 
@@ -276,7 +276,7 @@ func (a *API) prepareSecret(tx store.Tx, cur, next *model.Secret) error {
 				continue
 			}
 			if err := checkUsernames(tx, &p, next); err != nil {
-				var e *Error
+				var e *model.Error
 				if errors.As(err, &e) {
 					e.Field = "username"
 				}
@@ -586,7 +586,7 @@ func (a *API) listAccessKeys(w http.ResponseWriter, r *http.Request) {
 	if items == nil {
 		items = []model.AccessKey{}
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": items, "revision": rev})
+	writeJSON(w, http.StatusOK, model.List[model.AccessKey]{Items: items, Revision: rev})
 }
 
 // NewAccessKey returns a fresh key pair for user.
@@ -713,24 +713,11 @@ func (a *API) nodes(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	nodes := []Node{}
+	nodes := []model.Node{}
 	if a.opts.Fleet != nil {
 		nodes = append(nodes, a.opts.Fleet.Nodes()...)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"items": nodes})
-}
-
-// Rollout is the answer of GET /v1/rollout.
-type Rollout struct {
-	Revision uint64   `json:"revision"`
-	Zones    []string `json:"zones"`
-	// Complete is true when every connected node of the zones acked a
-	// configuration at or after Revision.
-	Complete bool `json:"complete"`
-	// Rejected is true when a node refused that configuration.
-	Rejected bool   `json:"rejected"`
-	Nodes    []Node `json:"nodes"`
-	Message  string `json:"message,omitempty"`
+	writeJSON(w, http.StatusOK, model.List[model.Node]{Items: nodes})
 }
 
 // rollout waits (up to ?wait=, default 0) until the nodes of ?zones= (all
@@ -763,7 +750,7 @@ func (a *API) rollout(w http.ResponseWriter, r *http.Request) {
 	if v := q.Get("zones"); v != "" {
 		zones = strings.Split(v, ",")
 	}
-	out := Rollout{Revision: rev, Zones: zones, Nodes: []Node{}}
+	out := model.Rollout{Revision: rev, Zones: zones, Nodes: []model.Node{}}
 	if zones == nil {
 		out.Zones = []string{}
 	}
@@ -777,6 +764,11 @@ func (a *API) rollout(w http.ResponseWriter, r *http.Request) {
 	nodes, rejected, err := a.opts.Fleet.WaitRollout(ctx, rev, zones)
 	out.Nodes = append(out.Nodes, nodes...)
 	out.Rejected = rejected
+	for _, z := range zones {
+		if !slices.ContainsFunc(nodes, func(n model.Node) bool { return n.Zone == z && n.Connected }) {
+			out.ZonesWithoutNodes = append(out.ZonesWithoutNodes, z)
+		}
+	}
 	switch {
 	case err == nil:
 		out.Complete = true
@@ -784,6 +776,9 @@ func (a *API) rollout(w http.ResponseWriter, r *http.Request) {
 		out.Message = err.Error()
 	case errors.Is(err, context.DeadlineExceeded):
 		out.Message = fmt.Sprintf("not every node acked revision %d within %s", rev, wait)
+		if len(out.ZonesWithoutNodes) > 0 {
+			out.Message += fmt.Sprintf("; no node is connected in zone(s) %s", strings.Join(out.ZonesWithoutNodes, ", "))
+		}
 	default:
 		out.Message = err.Error()
 	}
@@ -807,7 +802,7 @@ func (a *API) backup(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", fmt.Sprintf(`attachment; filename="state-%d.db"`, rev))
-	w.Header().Set(RevisionHeader, strconv.FormatUint(rev, 10))
+	w.Header().Set(model.RevisionHeader, strconv.FormatUint(rev, 10))
 	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
 	_, _ = w.Write(buf.Bytes())
 }

@@ -13,7 +13,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/dbproxy/dbproxy/controlplane/iam"
-	"github.com/dbproxy/dbproxy/controlplane/model"
+	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 	"github.com/dbproxy/dbproxy/internal/vocab"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"

@@ -145,6 +145,9 @@ func TestWaitRolloutZones(t *testing.T) {
 		{"no zones", []string{}, nil, true},
 		{"zone b waits", []string{"b"}, []string{"n2"}, false},
 		{"all zones waits", nil, []string{"n1", "n2"}, false},
+		// A named zone without any node is waited for, not skipped.
+		{"zone without nodes waits", []string{"c"}, nil, false},
+		{"acked zone and a zone without nodes waits", []string{"a", "c"}, []string{"n1"}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -84,7 +84,8 @@ func sortStatuses(st []NodeStatus) {
 
 // WaitRollout blocks until every connected node in zones (nil: all zones;
 // an empty non-nil slice: none) has acked, for every resource type, a
-// snapshot built at revision >= rev. It returns the statuses of the
+// snapshot built at revision >= rev, and each zone named in zones has a
+// connected node. It returns the statuses of the
 // connected nodes in zones; a node that NACKed the wanted version makes it
 // return at once with an error wrapping ErrRolloutRejected; ctx expiry
 // returns the statuses with ctx.Err() wrapped; Close returns ErrClosed.
@@ -137,9 +138,15 @@ func (s *Server) WaitRollout(ctx context.Context, rev uint64, zones []string) ([
 func (s *Server) rolloutLocked(rev uint64, zones []string) (statuses []NodeStatus, done bool, rejected *NodeStatus) {
 	done = true
 	awaitExpected := s.now().Before(s.expectUntil)
+	// A zone asked for by name is served only once a node of it is
+	// connected: one with no node yet is waited for, not skipped.
+	served := make(map[string]bool, len(zones))
 	for _, n := range s.mu.nodes {
 		if zones != nil && !slices.Contains(zones, n.info.Zone) {
 			continue
+		}
+		if n.stream != 0 {
+			served[n.info.Zone] = true
 		}
 		if n.stream == 0 {
 			if n.expected && awaitExpected {
@@ -159,6 +166,11 @@ func (s *Server) rolloutLocked(rev uint64, zones []string) (statuses []NodeStatu
 			if rejected == nil || st.ID < rejected.ID {
 				rejected = &st
 			}
+		}
+	}
+	for _, z := range zones {
+		if !served[z] {
+			done = false
 		}
 	}
 	sortStatuses(statuses)

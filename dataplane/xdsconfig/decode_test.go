@@ -29,9 +29,9 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/structpb"
 
-	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/controlplane/translate"
 	"github.com/dbproxy/dbproxy/dataplane/config"
+	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/vocab"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )

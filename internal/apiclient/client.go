@@ -1,7 +1,7 @@
 // Package apiclient is a small client of the control plane's admin API: it
 // signs every request with SigV4, trusts the control plane's CA (refusing
 // node certificates, see cpident) and turns
-// error responses into *Error. The Terraform provider, the command line and
+// error responses into *model.Error. The Terraform provider, the command line and
 // the tests use it.
 package apiclient
 
@@ -18,8 +18,8 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dbproxy/dbproxy/controlplane/api"
 	"github.com/dbproxy/dbproxy/internal/cpident"
+	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
 
@@ -74,34 +74,6 @@ func New(opts Options) (*Client, error) {
 		http: &http.Client{Transport: tr, Timeout: opts.Timeout}}, nil
 }
 
-// Error is an error response of the API.
-type Error struct {
-	Status  int          `json:"-"`
-	Code    string       `json:"code"`
-	Message string       `json:"message"`
-	Field   string       `json:"field,omitempty"`
-	Fields  []FieldError `json:"fields,omitempty"`
-}
-
-// FieldError is one invalid field of a request.
-type FieldError struct {
-	Field   string `json:"field"`
-	Message string `json:"message"`
-}
-
-func (e *Error) Error() string {
-	if e.Field != "" && len(e.Fields) == 0 && !strings.HasPrefix(e.Message, e.Field+":") {
-		return fmt.Sprintf("%s (%d): %s: %s", e.Code, e.Status, e.Field, e.Message)
-	}
-	return fmt.Sprintf("%s (%d): %s", e.Code, e.Status, e.Message)
-}
-
-// IsNotFound reports whether err is a 404 from the API.
-func IsNotFound(err error) bool {
-	var e *Error
-	return errors.As(err, &e) && e.Status == http.StatusNotFound
-}
-
 // Header is an extra request header (If-Match, If-None-Match).
 type Header struct{ Name, Value string }
 
@@ -153,10 +125,10 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any, heade
 	}
 	if resp.StatusCode >= 300 {
 		var env struct {
-			Error *Error `json:"error"`
+			Error *model.Error `json:"error"`
 		}
 		if json.Unmarshal(rb, &env) != nil || env.Error == nil {
-			return &Error{Status: resp.StatusCode, Code: "HTTP" + strconv.Itoa(resp.StatusCode), Message: strings.TrimSpace(string(rb))}
+			return &model.Error{Status: resp.StatusCode, Code: "HTTP" + strconv.Itoa(resp.StatusCode), Message: strings.TrimSpace(string(rb))}
 		}
 		env.Error.Status = resp.StatusCode
 		return env.Error
@@ -186,19 +158,16 @@ type RawResponse struct {
 // IfMatch returns an If-Match header for an object revision.
 func IfMatch(rev uint64) Header { return Header{"If-Match", strconv.FormatUint(rev, 10)} }
 
-// Rollout is the answer of GET /v1/rollout, the API's own type.
-type Rollout = api.Rollout
-
 // WaitRollout waits up to wait until every connected node of zones (all
 // when empty) serves revision rev.
-func (c *Client) WaitRollout(ctx context.Context, rev uint64, zones []string, wait time.Duration) (*Rollout, error) {
+func (c *Client) WaitRollout(ctx context.Context, rev uint64, zones []string, wait time.Duration) (*model.Rollout, error) {
 	q := url.Values{}
 	q.Set("revision", strconv.FormatUint(rev, 10))
 	q.Set("wait", wait.String())
 	if len(zones) > 0 {
 		q.Set("zones", strings.Join(zones, ","))
 	}
-	var out Rollout
+	var out model.Rollout
 	if err := c.Do(ctx, http.MethodGet, "/v1/rollout?"+q.Encode(), nil, &out); err != nil {
 		return nil, err
 	}

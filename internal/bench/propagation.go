@@ -24,14 +24,13 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/dbproxy/dbproxy/controlplane"
-	"github.com/dbproxy/dbproxy/controlplane/api"
-	"github.com/dbproxy/dbproxy/controlplane/model"
 	"github.com/dbproxy/dbproxy/controlplane/pki"
 	"github.com/dbproxy/dbproxy/dataplane/config"
 	"github.com/dbproxy/dbproxy/dataplane/managed"
 	"github.com/dbproxy/dbproxy/dataplane/xdsclient"
 	"github.com/dbproxy/dbproxy/dataplane/xdsconfig"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
+	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
@@ -457,7 +456,7 @@ func waitTick(ctx context.Context, p *nodeProc, deadline time.Time, what string,
 func waitConnected(ctx context.Context, cl *apiclient.Client, want int, timeout time.Duration, alive func() error) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		var nodes struct{ Items []api.Node }
+		var nodes struct{ Items []model.Node }
 		if err := cl.Do(ctx, http.MethodGet, "/v1/nodes", nil, &nodes); err != nil {
 			return fmt.Errorf("list nodes: %w", err)
 		}

@@ -21,6 +21,7 @@ import (
 	"github.com/dbproxy/dbproxy/dataplane/managed"
 	"github.com/dbproxy/dbproxy/dataplane/node"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
+	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
@@ -180,7 +181,7 @@ func (cp *ControlPlane) NodeCredentials(name string, zones ...string) managed.Cr
 
 // WaitRollout waits until the nodes of zones serve revision rev and fails
 // the test when they do not within a minute.
-func (cp *ControlPlane) WaitRollout(rev uint64, zones ...string) *apiclient.Rollout {
+func (cp *ControlPlane) WaitRollout(rev uint64, zones ...string) *model.Rollout {
 	cp.t.Helper()
 	r, err := cp.Client.WaitRollout(context.Background(), rev, zones, time.Minute)
 	if err != nil {

@@ -1,7 +1,11 @@
-// Package model defines the control plane's desired-state objects: the same
-// model that Terraform resources declare, the admin API serves and the xDS
-// translator turns into node configuration. It holds types, defaults and
-// validation only; storage and transport live elsewhere.
+// Package model defines the resource model: the desired-state objects that
+// Terraform resources declare, the admin API serves and the xDS translator
+// turns into node configuration, with their defaults and validation, and
+// the admin API's other wire types (errors, nodes, rollouts, list and
+// delete answers). It holds types and rules only and imports nothing of
+// the control plane's server side, so that the API client and the
+// Terraform provider share it without linking the store; storage and
+// transport live elsewhere.
 package model
 
 import (
