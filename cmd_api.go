@@ -10,7 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/dbproxy/dbproxy/controlplane"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
 	"github.com/dbproxy/dbproxy/internal/atomicfile"
 	"github.com/dbproxy/dbproxy/internal/model"
@@ -47,11 +46,7 @@ func runAPI(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	// A credentials file as the control plane writes it
 	// (root-credentials.json) or as an operator writes one for another key.
-	var c controlplane.RootCredentials
-	b, err := os.ReadFile(*credsPath)
-	if err == nil {
-		err = json.Unmarshal(b, &c)
-	}
+	c, err := apiclient.LoadKeyFile(*credsPath)
 	if err != nil {
 		fmt.Fprintf(stderr, "dbproxy api: read credentials: %v\n", err)
 		return 1

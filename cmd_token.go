@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -14,7 +13,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/aws"
 	rdsauth "github.com/aws/aws-sdk-go-v2/feature/rds/auth"
 
-	"github.com/dbproxy/dbproxy/controlplane"
+	"github.com/dbproxy/dbproxy/internal/apiclient"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
 
@@ -43,13 +42,10 @@ func runToken(args []string, stdout, stderr io.Writer) int {
 		fs.Usage()
 		return 2
 	}
-	var c controlplane.RootCredentials
+	var c apiclient.KeyFile
 	if *credsPath != "" {
-		b, err := os.ReadFile(*credsPath)
-		if err == nil {
-			err = json.Unmarshal(b, &c)
-		}
-		if err != nil {
+		var err error
+		if c, err = apiclient.LoadKeyFile(*credsPath); err != nil {
 			fmt.Fprintf(stderr, "dbproxy token: read credentials: %v\n", err)
 			return 1
 		}

@@ -40,13 +40,13 @@ commands:
 Run "dbproxy <command> -h" for a command's flags.
 
 Started by Terraform (with TF_PLUGIN_MAGIC_COOKIE set), dbproxy serves the
-Terraform provider (not built yet).
+Terraform provider (source address dbproxy/dbproxy); install it as
+terraform-provider-dbproxy with "make install".
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if os.Getenv("TF_PLUGIN_MAGIC_COOKIE") != "" {
-		fmt.Fprintln(stderr, "dbproxy: the Terraform provider is not built yet")
-		return 2
+		return serveProvider(stderr)
 	}
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)

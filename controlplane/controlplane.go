@@ -35,6 +35,7 @@ import (
 	"github.com/dbproxy/dbproxy/controlplane/store"
 	"github.com/dbproxy/dbproxy/controlplane/translate"
 	"github.com/dbproxy/dbproxy/controlplane/xds"
+	"github.com/dbproxy/dbproxy/internal/apiclient"
 	"github.com/dbproxy/dbproxy/internal/atomicfile"
 	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/seal"
@@ -81,14 +82,8 @@ type Options struct {
 	Now            func() time.Time
 }
 
-// RootCredentials is the content of root-credentials.json.
-type RootCredentials struct {
-	AccessKeyID     string `json:"access_key_id"`
-	SecretAccessKey string `json:"secret_access_key"`
-	Region          string `json:"region"`
-	Endpoint        string `json:"endpoint"`
-	CAFile          string `json:"ca_file"`
-}
+// RootCredentials is the content of root-credentials.json, a key file.
+type RootCredentials = apiclient.KeyFile
 
 // Server is a running control plane.
 type Server struct {

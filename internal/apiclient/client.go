@@ -30,6 +30,7 @@ type Client struct {
 	region string
 	http   *http.Client
 	now    func() time.Time
+	agent  string
 }
 
 // Options configure a Client.
@@ -44,6 +45,8 @@ type Options struct {
 	// bounded by their own parameter).
 	Timeout time.Duration
 	Now     func() time.Time
+	// UserAgent, when set, is sent with every request.
+	UserAgent string
 }
 
 // New returns a client.
@@ -70,7 +73,7 @@ func New(opts Options) (*Client, error) {
 	if tr.TLSClientConfig, err = cpident.ClientConfig(opts.CAPEM, ""); err != nil {
 		return nil, err
 	}
-	return &Client{base: u, creds: opts.Credentials, region: opts.Region, now: opts.Now,
+	return &Client{base: u, creds: opts.Credentials, region: opts.Region, now: opts.Now, agent: opts.UserAgent,
 		http: &http.Client{Transport: tr, Timeout: opts.Timeout}}, nil
 }
 
@@ -99,6 +102,9 @@ func (c *Client) Do(ctx context.Context, method, path string, in, out any, heade
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.agent != "" {
+		req.Header.Set("User-Agent", c.agent)
 	}
 	for _, h := range headers {
 		req.Header.Set(h.Name, h.Value)
