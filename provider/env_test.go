@@ -19,9 +19,6 @@ import (
 	"github.com/dbproxy/dbproxy/internal/nodetest"
 )
 
-// testZones are the zones of a test fleet, one node each on 127.0.x.1.
-var testZones = []string{"a", "b", "c"}
-
 // testEnv is what an acceptance test runs against: an in-process control
 // plane, optionally a node per zone and a MariaDB server, and the provider
 // configured for them.
