@@ -240,6 +240,10 @@ func (p *dbproxyProvider) settings(cfg providerModel, resp *provider.ConfigureRe
 func (p *dbproxyProvider) Resources(context.Context) []func() resource.Resource {
 	return []func() resource.Resource{
 		newSecretResource,
+		newIAMUserResource,
+		newAccessKeyResource,
+		newIAMPolicyResource,
+		newIAMUserPolicyAttachmentResource,
 	}
 }
 
@@ -248,5 +252,7 @@ func (p *dbproxyProvider) DataSources(context.Context) []func() datasource.DataS
 }
 
 func (p *dbproxyProvider) EphemeralResources(context.Context) []func() ephemeral.EphemeralResource {
-	return []func() ephemeral.EphemeralResource{}
+	return []func() ephemeral.EphemeralResource{
+		newAuthTokenEphemeral,
+	}
 }
