@@ -240,6 +240,8 @@ func (p *dbproxyProvider) settings(cfg providerModel, resp *provider.ConfigureRe
 func (p *dbproxyProvider) Resources(context.Context) []func() resource.Resource {
 	return []func() resource.Resource{
 		newSecretResource,
+		newTargetResource,
+		newEndpointResource,
 		newIAMUserResource,
 		newAccessKeyResource,
 		newIAMPolicyResource,
@@ -248,7 +250,10 @@ func (p *dbproxyProvider) Resources(context.Context) []func() resource.Resource 
 }
 
 func (p *dbproxyProvider) DataSources(context.Context) []func() datasource.DataSource {
-	return []func() datasource.DataSource{}
+	return []func() datasource.DataSource{
+		newNodesDataSource,
+		newTargetHealthDataSource,
+	}
 }
 
 func (p *dbproxyProvider) EphemeralResources(context.Context) []func() ephemeral.EphemeralResource {
