@@ -65,8 +65,9 @@ func (r *iamPolicyResource) Schema(ctx context.Context, _ resource.SchemaRequest
 				MarkdownDescription: "Free-form description.",
 			},
 			"policy": schema.StringAttribute{
-				CustomType: jsontypes.NormalizedType{},
-				Required:   true,
+				CustomType:    jsontypes.NormalizedType{},
+				Required:      true,
+				PlanModifiers: []planmodifier.String{sameJSONKeepsState{}},
 				MarkdownDescription: "The policy document in IAM JSON (use `jsonencode()`): `Version` (optional, " +
 					"`2012-10-17`), `Statement` with `Effect` (`Allow`/`Deny`), `Action` or `NotAction` " +
 					"(`dbproxy:Connect`, `dbproxy:ReceiveConfig`, `dbproxy:Get*`, ..., wildcards allowed) and " +
@@ -78,6 +79,36 @@ func (r *iamPolicyResource) Schema(ctx context.Context, _ resource.SchemaRequest
 		Blocks: map[string]schema.Block{
 			"timeouts": timeouts.Block(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
 		},
+	}
+}
+
+// sameJSONKeepsState plans the prior document when the configuration's
+// means the same (other whitespace or key order), so that reformatting a
+// policy in the configuration plans nothing. Semantic equality alone
+// covers only what the provider returns; Terraform accepts a planned
+// prior value in place of an equivalent configuration value.
+type sameJSONKeepsState struct{}
+
+func (sameJSONKeepsState) Description(context.Context) string {
+	return "Keeps the prior document when the configured one is the same JSON."
+}
+
+func (m sameJSONKeepsState) MarkdownDescription(ctx context.Context) string {
+	return m.Description(ctx)
+}
+
+func (sameJSONKeepsState) PlanModifyString(ctx context.Context, req planmodifier.StringRequest, resp *planmodifier.StringResponse) {
+	if req.StateValue.IsNull() || req.StateValue.IsUnknown() || req.PlanValue.IsNull() || req.PlanValue.IsUnknown() {
+		return
+	}
+	if !json.Valid([]byte(req.PlanValue.ValueString())) || !json.Valid([]byte(req.StateValue.ValueString())) {
+		return
+	}
+	prior := jsontypes.NewNormalizedValue(req.StateValue.ValueString())
+	same, diags := prior.StringSemanticEquals(ctx, jsontypes.NewNormalizedValue(req.PlanValue.ValueString()))
+	resp.Diagnostics.Append(diags...)
+	if same {
+		resp.PlanValue = req.StateValue
 	}
 }
 
