@@ -113,7 +113,7 @@ func (r *attachmentResource) Create(ctx context.Context, req resource.CreateRequ
 	}
 	defer cancel()
 	user, policy := plan.User.ValueString(), plan.PolicyName.ValueString()
-	what := fmt.Sprintf("The attachment of IAM policy %q to user %q", policy, user)
+	what := fmt.Sprintf("IAM User Policy Attachment %q", user+"/"+policy)
 	var out model.Attachment
 	if err := r.data.client.Do(ctx, "PUT", attachmentPath(user, policy), struct{}{}, &out, createOnly); err != nil {
 		addCreateError(&resp.Diagnostics, what, user+"/"+policy, err, nil)
@@ -171,7 +171,7 @@ func (r *attachmentResource) Delete(ctx context.Context, req resource.DeleteRequ
 	}
 	defer cancel()
 	user, policy := state.User.ValueString(), state.PolicyName.ValueString()
-	what := fmt.Sprintf("The attachment of IAM policy %q to user %q", policy, user)
+	what := fmt.Sprintf("IAM User Policy Attachment %q", user+"/"+policy)
 	if rev := deleteObject(ctx, r.data.client, attachmentPath(user, policy), what, &resp.Diagnostics); rev != 0 {
 		// The grant is gone from every node before destroy returns.
 		resp.Diagnostics.Append(waitRollout(ctx, r.data.client, rev, nil, what)...)
