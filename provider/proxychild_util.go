@@ -128,7 +128,9 @@ func healthTimeoutDetail(what string, t *model.Target, waited time.Duration) str
 		}
 	}
 	b.WriteString("\nCheck that the host and port are reachable from the nodes and that the proxy's secrets can log in, " +
-		"or raise the resource's timeouts to wait longer. The data source dbproxy_target_health shows what the nodes report.")
+		"or raise the resource's timeouts to wait longer. The target stays on the control plane: after a create it is " +
+		"tainted and the next apply replaces it, after an update the next apply waits again. The data source " +
+		"dbproxy_target_health shows what the nodes report.")
 	return b.String()
 }
 
