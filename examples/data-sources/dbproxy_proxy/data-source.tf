@@ -1,0 +1,7 @@
+data "dbproxy_proxy" "main" {
+  name = "main"
+}
+
+output "main_addresses" {
+  value = data.dbproxy_proxy.main.addresses
+}

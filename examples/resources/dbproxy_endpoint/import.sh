@@ -1,0 +1,2 @@
+# An endpoint is imported as <proxy_name>/<endpoint name>.
+terraform import dbproxy_endpoint.read_only main/read-only

@@ -1,0 +1,2 @@
+# An IAM user is imported by its name.
+terraform import dbproxy_iam_user.app app

@@ -1,0 +1,4 @@
+resource "dbproxy_iam_user" "app" {
+  name = "app"
+  path = "/applications/"
+}

@@ -1,0 +1,19 @@
+resource "dbproxy_iam_user" "app" {
+  name = "app"
+}
+
+resource "dbproxy_iam_policy" "connect_app" {
+  name = "connect-app"
+  policy = jsonencode({
+    Statement = [{
+      Effect   = "Allow"
+      Action   = "dbproxy:Connect"
+      Resource = "proxy/main/dbuser/app"
+    }]
+  })
+}
+
+resource "dbproxy_iam_user_policy_attachment" "app_connect" {
+  user        = dbproxy_iam_user.app.name
+  policy_name = dbproxy_iam_policy.connect_app.name
+}

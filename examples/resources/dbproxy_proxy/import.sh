@@ -1,0 +1,2 @@
+# A proxy is imported by its name.
+terraform import dbproxy_proxy.main main
