@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 
 	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
 	"github.com/hashicorp/terraform-plugin-framework-validators/int64validator"
@@ -244,10 +245,12 @@ func (r *endpointResource) read(ctx context.Context, proxy, name string) (*model
 	return &e, &p, true, nil
 }
 
-// put stores the endpoint, waits until the nodes of its zones serve it
+// put stores the endpoint, waits until the nodes of its zones (and of
+// the zones it served before, which stop serving it) serve the change
 // and sets the state from the API (read again after the rollout, so that
 // the addresses are those of the nodes that serve it).
-func (r *endpointResource) put(ctx context.Context, plan *endpointModel, create bool, state *tfsdk.State, priv privateSetter, diags *diag.Diagnostics) {
+func (r *endpointResource) put(ctx context.Context, plan *endpointModel, before []string, state *tfsdk.State, priv privateSetter, diags *diag.Diagnostics) {
+	create := before == nil
 	body := plan.toAPI(ctx, diags)
 	if diags.HasError() {
 		return
@@ -273,6 +276,11 @@ func (r *endpointResource) put(ctx context.Context, plan *endpointModel, create 
 	diags.Append(state.Set(ctx, plan)...)
 	diags.Append(setOwnZones(ctx, priv, &out)...)
 	zones := out.ZonesOf(&proxy)
+	for _, z := range before {
+		if !slices.Contains(zones, z) {
+			zones = append(zones, z)
+		}
+	}
 	rd := waitRollout(ctx, r.data.client, out.Revision, zones, what)
 	diags.Append(rd...)
 	if rd.HasError() {
@@ -301,7 +309,7 @@ func (r *endpointResource) Create(ctx context.Context, req resource.CreateReques
 		return
 	}
 	defer cancel()
-	r.put(ctx, &plan, true, &resp.State, resp.Private, &resp.Diagnostics)
+	r.put(ctx, &plan, nil, &resp.State, resp.Private, &resp.Diagnostics)
 }
 
 func (r *endpointResource) Read(ctx context.Context, req resource.ReadRequest, resp *resource.ReadResponse) {
@@ -332,8 +340,9 @@ func (r *endpointResource) Update(ctx context.Context, req resource.UpdateReques
 	if !r.data.ready(&resp.Diagnostics) {
 		return
 	}
-	var plan endpointModel
+	var plan, state endpointModel
 	resp.Diagnostics.Append(req.Plan.Get(ctx, &plan)...)
+	resp.Diagnostics.Append(req.State.Get(ctx, &state)...)
 	if resp.Diagnostics.HasError() {
 		return
 	}
@@ -342,7 +351,11 @@ func (r *endpointResource) Update(ctx context.Context, req resource.UpdateReques
 		return
 	}
 	defer cancel()
-	r.put(ctx, &plan, false, &resp.State, resp.Private, &resp.Diagnostics)
+	before := listStrings(ctx, state.Zones, &resp.Diagnostics)
+	if before == nil {
+		before = []string{}
+	}
+	r.put(ctx, &plan, before, &resp.State, resp.Private, &resp.Diagnostics)
 }
 
 func (r *endpointResource) Delete(ctx context.Context, req resource.DeleteRequest, resp *resource.DeleteResponse) {
