@@ -98,7 +98,7 @@ func TestAccEndpoint_basic(t *testing.T) {
 			{
 				// In place: own zones, a port of its own, another role.
 				// Node b stops serving it before apply returns.
-				Config: e.config(endpointConfig("main", "ro", fmt.Sprintf("zones = [\"a\"]\n  port = %d", port))),
+				Config:           e.config(endpointConfig("main", "ro", fmt.Sprintf("zones = [\"a\"]\n  port = %d", port))),
 				ConfigPlanChecks: update,
 				ConfigStateChecks: []statecheck.StateCheck{
 					state("target_role", knownvalue.StringExact("READ_WRITE")),
