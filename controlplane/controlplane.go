@@ -30,6 +30,7 @@ import (
 
 	"github.com/dbproxy/dbproxy/controlplane/api"
 	"github.com/dbproxy/dbproxy/controlplane/health"
+	"github.com/dbproxy/dbproxy/controlplane/identity"
 	"github.com/dbproxy/dbproxy/controlplane/metrics"
 	"github.com/dbproxy/dbproxy/controlplane/pki"
 	"github.com/dbproxy/dbproxy/controlplane/store"
@@ -214,7 +215,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	}
 
 	verifier := &sigv4.Verifier{Lookup: s.lookupKey, Region: opts.Region, Now: opts.Now}
-	nodeAuth := &nodeAuthorizer{verifier: verifier, store: s.store, log: log.Named("nodeauth"), now: opts.Now}
+	nodeAuth := identity.NewNodeAuthorizer(verifier, s.store, log.Named("nodeauth"), opts.Now)
 	expected, err := loadNodes(opts.DataDir)
 	if err != nil {
 		log.Warn("not waiting for the nodes of the last run", "error", err)
@@ -579,7 +580,7 @@ func (s *Server) writeRoot(path string) error {
 }
 
 func (s *Server) lookupKey(ctx context.Context, id string) (string, error) {
-	k, err := api.ActiveKey(ctx, s.store, id)
+	k, err := identity.ActiveKey(ctx, s.store, id)
 	if err != nil {
 		return "", err
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/dbproxy/dbproxy/controlplane/iam"
+	"github.com/dbproxy/dbproxy/controlplane/identity"
 	"github.com/dbproxy/dbproxy/controlplane/store"
 	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
@@ -296,7 +297,7 @@ func (a *API) authenticate(r *http.Request, body []byte) (*Principal, error) {
 	var key *model.AccessKey
 	v := sigv4.Verifier{Region: a.opts.Region, Now: a.opts.Now, Skew: a.opts.Skew,
 		Lookup: func(ctx context.Context, id string) (string, error) {
-			k, err := ActiveKey(ctx, a.opts.Store, id)
+			k, err := identity.ActiveKey(ctx, a.opts.Store, id)
 			if err != nil {
 				return "", err
 			}
@@ -361,54 +362,7 @@ func (a *API) authorize(ctx context.Context, action, resource string) error {
 
 // policiesOf returns the parsed policies attached to user.
 func (a *API) policiesOf(ctx context.Context, user string) ([]*iam.Policy, error) {
-	return UserPolicies(ctx, a.opts.Store, user, a.log)
-}
-
-// UserPolicies reads and parses the policies attached to user. A stored
-// document that no longer parses is skipped and logged; documents are
-// parsed before they are stored, so this takes a newer, stricter parser.
-func UserPolicies(ctx context.Context, st store.Store, user string, log hclog.Logger) ([]*iam.Policy, error) {
-	var out []*iam.Policy
-	_, err := st.View(ctx, func(r store.Reader) error {
-		atts, err := store.DecodeAll[model.Attachment](r, model.KindAttachment, user+"/")
-		if err != nil {
-			return err
-		}
-		for _, at := range atts {
-			var pol model.Policy
-			if err := getInto(r, model.KindPolicy, at.Policy, &pol); err != nil {
-				if errors.Is(err, store.ErrNotFound) {
-					continue
-				}
-				return err
-			}
-			parsed, err := iam.ParsePolicy(pol.Document)
-			if err != nil {
-				log.Error("stored policy does not parse", "policy", pol.Name, "error", err)
-				continue
-			}
-			out = append(out, parsed)
-		}
-		return nil
-	})
-	return out, err
-}
-
-// ActiveKey reads an access key, failing with sigv4.ErrUnknownKey or
-// sigv4.ErrInactiveKey.
-func ActiveKey(ctx context.Context, st store.Store, id string) (*model.AccessKey, error) {
-	var k model.AccessKey
-	_, err := st.View(ctx, func(r store.Reader) error { return getInto(r, model.KindAccessKey, id, &k) })
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, sigv4.ErrUnknownKey
-	}
-	if err != nil {
-		return nil, err
-	}
-	if k.Status != model.KeyActive {
-		return nil, sigv4.ErrInactiveKey
-	}
-	return &k, nil
+	return identity.UserPolicies(ctx, a.opts.Store, user, a.log)
 }
 
 // getObject reads and decodes one object.

@@ -50,7 +50,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 
-	"github.com/dbproxy/dbproxy/controlplane/xds"
+	"github.com/dbproxy/dbproxy/controlplane/identity"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
@@ -88,7 +88,7 @@ const (
 type Options struct {
 	// Authorizer checks the node's credentials on every message, as for
 	// ADS (token in metadata x-dbproxy-token, node id and zone bound).
-	Authorizer xds.Authorizer
+	Authorizer identity.Authorizer
 	// Logger receives the service's logs; nil discards them.
 	Logger hclog.Logger
 	// Now is the clock; nil means time.Now.
@@ -135,7 +135,7 @@ type Report struct {
 // monitor. Create it with New, attach it to a gRPC server with Register
 // and Close it when done.
 type Service struct {
-	auth       xds.Authorizer
+	auth       identity.Authorizer
 	log        hclog.Logger
 	now        func() time.Time
 	interval   time.Duration

@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
 
-	"github.com/dbproxy/dbproxy/controlplane/xds"
+	"github.com/dbproxy/dbproxy/controlplane/identity"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
@@ -182,7 +182,7 @@ func (s *Service) sendSpecifier(st hdsStream) error {
 // once, so that a node that is no longer allowed stops counting.
 func (s *Service) authorize(ctx context.Context, md metadata.MD, info xdsapi.NodeInfo, stream uint64) error {
 	if err := s.auth.Authorize(ctx, md, info); err != nil {
-		err = xds.AuthStatus(err)
+		err = identity.AuthStatus(err)
 		s.log.Warn("refusing health reports of node", "node", info.ID, "zone", info.Zone, "reason", status.Convert(err).Message())
 		if stream != 0 {
 			s.drop(stream, info)

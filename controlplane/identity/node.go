@@ -1,9 +1,10 @@
-package controlplane
+package identity
 
 import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -12,22 +13,48 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
-	"github.com/dbproxy/dbproxy/controlplane/api"
 	"github.com/dbproxy/dbproxy/controlplane/iam"
 	"github.com/dbproxy/dbproxy/controlplane/pki"
 	"github.com/dbproxy/dbproxy/controlplane/store"
-	"github.com/dbproxy/dbproxy/controlplane/xds"
 	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
-// nodeAuthorizer checks a node's presigned token, that the token names the
+// Authorizer checks a node's credentials. md is the stream's gRPC metadata
+// (the token is md[xdsapi.TokenMetadataKey]). It is called for every
+// request on every stream, SotW and Delta, ADS and HDS, with the node the
+// request names. The returned error should be a gRPC status
+// (codes.Unauthenticated / codes.PermissionDenied) with a clear reason;
+// the stream is then closed with it.
+type Authorizer interface {
+	Authorize(ctx context.Context, md metadata.MD, node xdsapi.NodeInfo) error
+}
+
+// AuthStatus returns an Authorizer's error as the gRPC status error the
+// stream ends with: err itself when it is a status error with a code other
+// than OK and Unknown, and codes.PermissionDenied naming err otherwise.
+func AuthStatus(err error) error {
+	if st, ok := status.FromError(err); ok && st.Code() != codes.OK && st.Code() != codes.Unknown {
+		return err
+	}
+	return status.Error(codes.PermissionDenied, fmt.Sprintf("node not authorized: %v", err))
+}
+
+// AuthorizerFunc adapts a function to the Authorizer interface.
+type AuthorizerFunc func(ctx context.Context, md metadata.MD, node xdsapi.NodeInfo) error
+
+// Authorize calls f.
+func (f AuthorizerFunc) Authorize(ctx context.Context, md metadata.MD, node xdsapi.NodeInfo) error {
+	return f(ctx, md, node)
+}
+
+// NodeAuthorizer checks a node's presigned token, that the token names the
 // node id and zone the request names, and that the key's user may
 // dbproxy:ReceiveConfig on zone/<zone>. It reads the key and the policies
 // on every request, so that a disabled key or a detached policy takes
 // effect on the next request.
-type nodeAuthorizer struct {
+type NodeAuthorizer struct {
 	verifier *sigv4.Verifier
 	store    store.Store
 	log      hclog.Logger
@@ -43,8 +70,17 @@ type nodeAuthorizer struct {
 	}
 }
 
+// NewNodeAuthorizer returns an authorizer that verifies tokens with
+// verifier and reads keys and policies from st.
+func NewNodeAuthorizer(verifier *sigv4.Verifier, st store.Store, log hclog.Logger, now func() time.Time) *NodeAuthorizer {
+	if now == nil {
+		now = time.Now
+	}
+	return &NodeAuthorizer{verifier: verifier, store: st, log: log, now: now}
+}
+
 // verify checks a token's signature, or finds it already checked.
-func (a *nodeAuthorizer) verify(ctx context.Context, raw string) (*sigv4.Token, error) {
+func (a *NodeAuthorizer) verify(ctx context.Context, raw string) (*sigv4.Token, error) {
 	h := sha256.Sum256([]byte(raw))
 	now := a.now()
 	a.mu.Lock()
@@ -71,9 +107,10 @@ func (a *nodeAuthorizer) verify(ctx context.Context, raw string) (*sigv4.Token, 
 	return tok, nil
 }
 
-var _ xds.Authorizer = (*nodeAuthorizer)(nil)
+var _ Authorizer = (*NodeAuthorizer)(nil)
 
-func (a *nodeAuthorizer) Authorize(ctx context.Context, md metadata.MD, node xdsapi.NodeInfo) error {
+// Authorize checks one request of a node.
+func (a *NodeAuthorizer) Authorize(ctx context.Context, md metadata.MD, node xdsapi.NodeInfo) error {
 	vals := md.Get(xdsapi.TokenMetadataKey)
 	if len(vals) != 1 || vals[0] == "" {
 		return status.Errorf(codes.Unauthenticated, "no node token: send a presigned token in the %s metadata", xdsapi.TokenMetadataKey)
@@ -104,14 +141,14 @@ func (a *nodeAuthorizer) Authorize(ctx context.Context, md metadata.MD, node xds
 		// address; refuse what is not a plain host name or IP address.
 		return status.Errorf(codes.InvalidArgument, "the node address %q is not an IP address or a host name", node.Address)
 	}
-	key, err := api.ActiveKey(ctx, a.store, tok.AccessKeyID)
+	key, err := ActiveKey(ctx, a.store, tok.AccessKeyID)
 	if err != nil {
 		return status.Error(codes.Unauthenticated, tokenProblem(err))
 	}
 	if key.User == model.RootUser {
 		return nil
 	}
-	policies, err := api.UserPolicies(ctx, a.store, key.User, a.log)
+	policies, err := UserPolicies(ctx, a.store, key.User, a.log)
 	if err != nil {
 		return status.Errorf(codes.Internal, "read the policies of user %s: %v", key.User, err)
 	}
@@ -140,36 +177,4 @@ func tokenProblem(err error) string {
 	default:
 		return "the node token is malformed"
 	}
-}
-
-// fleet adapts the xDS server to what the API reports.
-type fleet struct{ s *xds.Server }
-
-func (f fleet) Nodes() []model.Node { return apiNodes(f.s.Nodes()) }
-
-func (f fleet) WaitRollout(ctx context.Context, rev uint64, zones []string) ([]model.Node, bool, error) {
-	st, err := f.s.WaitRollout(ctx, rev, zones)
-	return apiNodes(st), errors.Is(err, xds.ErrRolloutRejected), err
-}
-
-func apiNodes(in []xds.NodeStatus) []model.Node {
-	out := make([]model.Node, 0, len(in))
-	for _, n := range in {
-		an := model.Node{ID: n.ID, Zone: n.Zone, Address: n.Address, Connected: n.Connected,
-			CurrentVersion: n.CurrentVersion, CurrentRevision: n.CurrentRevision,
-			AckedVersion: n.AckedVersion, AckedRevision: n.AckedRevision, BuildError: n.BuildError}
-		if !n.ConnectedAt.IsZero() {
-			t := n.ConnectedAt
-			an.ConnectedAt = &t
-		}
-		if !n.LastSeen.IsZero() {
-			t := n.LastSeen
-			an.LastSeen = &t
-		}
-		if n.LastNack != nil {
-			an.LastNack = &model.Nack{Version: n.LastNack.Version, TypeURL: n.LastNack.TypeURL, Message: n.LastNack.Message, At: n.LastNack.At}
-		}
-		out = append(out, an)
-	}
-	return out
 }

@@ -13,6 +13,7 @@ import (
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/dbproxy/dbproxy/controlplane/iam"
+	"github.com/dbproxy/dbproxy/controlplane/identity"
 	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
 	"github.com/dbproxy/dbproxy/internal/vocab"
@@ -30,14 +31,10 @@ type connectPrincipal struct {
 // connectPrincipals returns the users with active keys, sorted, each with
 // its policies. Root is left out: its key is for the admin API, and
 // nodes never hold signing material of it. A policy that does not parse
-// (the API refuses those) grants nothing.
+// grants nothing, by the rule of identity.ParsePolicies (the API logs
+// such a policy whenever it authorizes its user).
 func connectPrincipals(s *model.State) []connectPrincipal {
-	docs := map[string]*iam.Policy{}
-	for _, p := range s.Policies {
-		if parsed, err := iam.ParsePolicy(p.Document); err == nil {
-			docs[p.Name] = parsed
-		}
-	}
+	docs, _ := identity.ParsePolicies(s.Policies)
 	byUser := map[string]*connectPrincipal{}
 	for _, k := range s.AccessKeys {
 		if k.User == model.RootUser || k.Status != model.KeyActive || k.SecretAccessKey == "" {
@@ -50,14 +47,10 @@ func connectPrincipals(s *model.State) []connectPrincipal {
 		}
 		p.keys = append(p.keys, k)
 	}
-	for _, a := range s.Attachments {
-		if p, ok := byUser[a.User]; ok && docs[a.Policy] != nil {
-			p.policies = append(p.policies, docs[a.Policy])
-		}
-	}
 	out := make([]connectPrincipal, 0, len(byUser))
 	for _, name := range slices.Sorted(maps.Keys(byUser)) {
 		p := byUser[name]
+		p.policies = identity.Attached(docs, s.Attachments, name)
 		slices.SortFunc(p.keys, func(a, b model.AccessKey) int { return cmp.Compare(a.ID, b.ID) })
 		out = append(out, *p)
 	}

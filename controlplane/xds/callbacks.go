@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/dbproxy/dbproxy/controlplane/identity"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
@@ -196,7 +197,7 @@ func (s *Server) onRequest(id int64, r request) (rejected string, err error) {
 		return "", status.Errorf(codes.PermissionDenied, "node identity changed mid-stream (from %q in zone %q to %q in zone %q)", boundNode.ID, boundNode.Zone, info.ID, info.Zone)
 	}
 	if err := s.auth.Authorize(ctx, md, info); err != nil {
-		err = AuthStatus(err)
+		err = identity.AuthStatus(err)
 		s.log.Warn("refusing node", "node", info.ID, "zone", info.Zone, "reason", status.Convert(err).Message())
 		return "", err
 	}

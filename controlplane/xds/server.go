@@ -25,40 +25,11 @@ import (
 	serverv3 "github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/dbproxy/dbproxy/controlplane/identity"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
-
-// Authorizer checks a node's credentials. md is the stream's gRPC metadata
-// (the token is md[xdsapi.TokenMetadataKey]). It is called for every
-// request on every stream, SotW and Delta, with the node the request names.
-// The returned error should be a gRPC status (codes.Unauthenticated /
-// codes.PermissionDenied) with a clear reason; the stream is then closed
-// with it.
-type Authorizer interface {
-	Authorize(ctx context.Context, md metadata.MD, node xdsapi.NodeInfo) error
-}
-
-// AuthStatus returns an Authorizer's error as the gRPC status error the
-// stream ends with: err itself when it is a status error with a code other
-// than OK and Unknown, and codes.PermissionDenied naming err otherwise.
-func AuthStatus(err error) error {
-	if st, ok := status.FromError(err); ok && st.Code() != codes.OK && st.Code() != codes.Unknown {
-		return err
-	}
-	return status.Error(codes.PermissionDenied, fmt.Sprintf("node not authorized: %v", err))
-}
-
-// AuthorizerFunc adapts a function to the Authorizer interface.
-type AuthorizerFunc func(ctx context.Context, md metadata.MD, node xdsapi.NodeInfo) error
-
-// Authorize calls f.
-func (f AuthorizerFunc) Authorize(ctx context.Context, md metadata.MD, node xdsapi.NodeInfo) error {
-	return f(ctx, md, node)
-}
 
 // BuildFunc builds the snapshot a node should have now and the store
 // revision it was built from. The server never writes a snapshot it is
@@ -72,7 +43,7 @@ type Options struct {
 	// Logger receives the server's logs; nil discards them.
 	Logger hclog.Logger
 	// Authorizer checks every request.
-	Authorizer Authorizer
+	Authorizer identity.Authorizer
 	// Build makes a node's snapshot.
 	Build BuildFunc
 	// Now is the clock; nil means time.Now.
@@ -114,7 +85,7 @@ const versionHistory = 16
 // done.
 type Server struct {
 	log   hclog.Logger
-	auth  Authorizer
+	auth  identity.Authorizer
 	build BuildFunc
 	now   func() time.Time
 	// forgetAfter is Options.ForgetAfter.
@@ -329,7 +300,7 @@ func (s *Server) reauthorize() {
 	s.mu.Unlock()
 	for _, st := range streams {
 		if err := s.auth.Authorize(st.ctx, st.md, st.node); err != nil {
-			err = AuthStatus(err)
+			err = identity.AuthStatus(err)
 			s.log.Warn("ending stream: node no longer authorized", "node", st.node.ID, "zone", st.node.Zone, "reason", status.Convert(err).Message())
 			st.handle.cancel(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/dbproxy/dbproxy/controlplane/identity"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 	"github.com/dbproxy/dbproxy/internal/xdstest"
 )
@@ -26,7 +27,7 @@ func TestMain(m *testing.M) {
 
 func TestNewRequiresAuthorizerAndBuild(t *testing.T) {
 	build := func(context.Context, xdsapi.NodeInfo) (*cache.Snapshot, uint64, error) { return nil, 0, nil }
-	auth := AuthorizerFunc(func(context.Context, metadata.MD, xdsapi.NodeInfo) error { return nil })
+	auth := identity.AuthorizerFunc(func(context.Context, metadata.MD, xdsapi.NodeInfo) error { return nil })
 	tests := []struct {
 		name    string
 		opts    Options
