@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/dbproxy/dbproxy/controlplane"
+	"github.com/dbproxy/dbproxy/controlplane/snapshot"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
 	"github.com/dbproxy/dbproxy/internal/cptest"
 	"github.com/dbproxy/dbproxy/internal/model"
@@ -105,7 +106,7 @@ func TestBackupAndRestore(t *testing.T) {
 		if got := s.Store().Revision(); got != rev {
 			t.Fatalf("restored revision %d, want the backup's %d", got, rev)
 		}
-		st, err := controlplane.ReadState(ctx, s.Store())
+		st, err := snapshot.ReadState(ctx, s.Store())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -22,7 +22,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/hashicorp/go-hclog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -33,15 +32,14 @@ import (
 	"github.com/dbproxy/dbproxy/controlplane/identity"
 	"github.com/dbproxy/dbproxy/controlplane/metrics"
 	"github.com/dbproxy/dbproxy/controlplane/pki"
+	"github.com/dbproxy/dbproxy/controlplane/snapshot"
 	"github.com/dbproxy/dbproxy/controlplane/store"
-	"github.com/dbproxy/dbproxy/controlplane/translate"
 	"github.com/dbproxy/dbproxy/controlplane/xds"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
 	"github.com/dbproxy/dbproxy/internal/atomicfile"
 	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/seal"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
-	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
 // Files in the data directory.
@@ -105,19 +103,8 @@ type Server struct {
 	stop        context.CancelFunc
 	wg          sync.WaitGroup
 	closeMu     sync.Once
-
-	// buildMu caches the state of one revision and the snapshots built
-	// from it.
-	buildMu struct {
-		sync.Mutex
-		state *model.State
-		snaps map[string]*cache.Snapshot
-		// epoch is the certificate period and day the snapshots were
-		// built for; a new one empties snaps, so that snapshots with
-		// old certificates and signing keys do not pile up while no
-		// commit comes.
-		epoch string
-	}
+	// snapshots builds what each node serves, memoised per revision.
+	snapshots *snapshot.Builder
 }
 
 // Start opens the data directory, bootstraps it on first start, and
@@ -185,6 +172,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		log.Info("generated the control plane CA", "path", filepath.Join(opts.DataDir, pki.CAFile))
 	}
 	s.ca = ca
+	s.snapshots = snapshot.New(snapshot.Options{Store: s.store, CA: ca, Region: opts.Region, Now: opts.Now})
 	var serverCert tls.Certificate
 	switch {
 	case opts.TLSCertFile != "" || opts.TLSKeyFile != "":
@@ -223,7 +211,7 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	s.xds, err = xds.New(xds.Options{
 		Logger:     log.Named("xds"),
 		Authorizer: nodeAuth,
-		Build:      s.build,
+		Build:      s.snapshots.Build,
 		Now:        opts.Now,
 		Expected:   expected,
 	})
@@ -333,7 +321,7 @@ func (s *Server) checkMasterKey(ctx context.Context) error {
 // decide the health of another zone's proxies, and a target recreated at
 // another address must not inherit the old one's health.
 func (s *Server) targetHealth(ctx context.Context, t *model.Target) (string, string) {
-	st, err := s.state(ctx)
+	st, err := s.snapshots.State(ctx)
 	if err != nil {
 		s.log.Warn("cannot read the state to show target health", "proxy", t.Proxy, "target", t.Name, "error", err)
 		return health.HealthUnknown, ""
@@ -383,120 +371,6 @@ func (s *Server) republish(ctx context.Context) {
 			s.log.Error("cannot publish the new configuration", "error", err)
 		}
 	}
-}
-
-// build assembles the snapshot a node should serve now. A refresh builds
-// every node's snapshot from the same revision, so the state is read once
-// per revision and a snapshot is translated once per (zone, address): nodes
-// that share both get the same snapshot.
-func (s *Server) build(ctx context.Context, node xdsapi.NodeInfo) (*cache.Snapshot, uint64, error) {
-	st, err := s.state(ctx)
-	if err != nil {
-		return nil, 0, err
-	}
-	// Snapshots are cached per (zone, address) within an epoch, the
-	// certificate period and the day: a new period means new node
-	// certificates, a new day new connect signing keys, even when the
-	// state has not changed.
-	now := s.opts.Now()
-	epoch := strconv.FormatInt(pki.NodeCertPeriod(now), 10) + "\x00" + sigv4.ScopeDate(now)
-	key := node.Zone + "\x00" + node.Address
-	s.buildMu.Lock()
-	if s.buildMu.epoch != epoch {
-		s.buildMu.epoch = epoch
-		s.buildMu.snaps = map[string]*cache.Snapshot{}
-	}
-	snap, ok := s.buildMu.snaps[key]
-	s.buildMu.Unlock()
-	if ok {
-		return snap, st.Revision, nil
-	}
-	opts := translate.Options{Now: now, Region: s.opts.Region}
-	if node.Address != "" {
-		c, err := s.ca.NodeCert(node.Address, now)
-		if err != nil {
-			return nil, 0, err
-		}
-		opts.NodeTLS = &translate.TLSMaterial{CertPEM: c.CertPEM, KeyPEM: c.KeyPEM}
-	}
-	snap, err = translate.Snapshot(st, node, opts)
-	if err != nil {
-		return nil, 0, fmt.Errorf("translate revision %d for node %s: %w", st.Revision, node.ID, err)
-	}
-	// Several nodes may share this snapshot; its lazily built version map
-	// is built now, before anyone else can see it, so that later readers
-	// only read.
-	if err := snap.ConstructVersionMap(); err != nil {
-		return nil, 0, fmt.Errorf("hash snapshot for node %s: %w", node.ID, err)
-	}
-	s.buildMu.Lock()
-	if s.buildMu.state == st && s.buildMu.epoch == epoch {
-		s.buildMu.snaps[key] = snap
-	}
-	s.buildMu.Unlock()
-	return snap, st.Revision, nil
-}
-
-// state returns the desired state at the store's newest revision, read
-// once per revision.
-func (s *Server) state(ctx context.Context) (*model.State, error) {
-	s.buildMu.Lock()
-	cur := s.buildMu.state
-	s.buildMu.Unlock()
-	if cur != nil && cur.Revision == s.store.Revision() {
-		return cur, nil
-	}
-	st, err := ReadState(ctx, s.store)
-	if err != nil {
-		return nil, err
-	}
-	s.buildMu.Lock()
-	defer s.buildMu.Unlock()
-	if s.buildMu.state == nil || st.Revision > s.buildMu.state.Revision {
-		s.buildMu.state = st
-		s.buildMu.snaps = map[string]*cache.Snapshot{}
-	}
-	return st, nil
-}
-
-// ReadState reads the whole desired state in one consistent view.
-func ReadState(ctx context.Context, st store.Store) (*model.State, error) {
-	var out model.State
-	rev, err := st.View(ctx, func(r store.Reader) error {
-		var err error
-		if out.Secrets, err = store.DecodeAll[model.Secret](r, model.KindSecret, ""); err != nil {
-			return err
-		}
-		if out.Proxies, err = store.DecodeAll[model.Proxy](r, model.KindProxy, ""); err != nil {
-			return err
-		}
-		if out.TargetGroups, err = store.DecodeAll[model.TargetGroup](r, model.KindTargetGroup, ""); err != nil {
-			return err
-		}
-		if out.Targets, err = store.DecodeAll[model.Target](r, model.KindTarget, ""); err != nil {
-			return err
-		}
-		if out.Endpoints, err = store.DecodeAll[model.Endpoint](r, model.KindEndpoint, ""); err != nil {
-			return err
-		}
-		// Access keys, policies and attachments decide who may connect
-		// with a token.
-		if out.AccessKeys, err = store.DecodeAll[model.AccessKey](r, model.KindAccessKey, ""); err != nil {
-			return err
-		}
-		if out.Policies, err = store.DecodeAll[model.Policy](r, model.KindPolicy, ""); err != nil {
-			return err
-		}
-		if out.Attachments, err = store.DecodeAll[model.Attachment](r, model.KindAttachment, ""); err != nil {
-			return err
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("read state: %w", err)
-	}
-	out.Revision = rev
-	return &out, nil
 }
 
 // bootstrapRoot creates the root user and its access key at first start and
