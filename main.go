@@ -4,20 +4,9 @@
 package main
 
 import (
-	"context"
-	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
-	"time"
-
-	"github.com/hashicorp/go-hclog"
-
-	"github.com/dbproxy/dbproxy/dataplane/config"
-	"github.com/dbproxy/dbproxy/dataplane/node"
 )
 
 func main() {
@@ -69,74 +58,5 @@ func run(args []string, stdout, stderr io.Writer) int {
 	default:
 		fmt.Fprintf(stderr, "dbproxy: unknown command %q\n\n%s", args[0], usage)
 		return 2
-	}
-}
-
-func runDataplane(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("dataplane", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "static configuration file (JSON; see docs/dataplane-config.md)")
-	zone := fs.String("zone", "", "zone of this node (overrides node.zone in the file)")
-	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
-	logJSON := fs.Bool("log-json", false, "log in JSON")
-	var m managedFlags
-	m.register(fs)
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	log := hclog.New(&hclog.LoggerOptions{Name: "dataplane", Level: hclog.LevelFromString(*logLevel), Output: stderr, JSONFormat: *logJSON})
-	switch {
-	case *cfgPath != "" && m.controlPlane != "":
-		fmt.Fprintln(stderr, "dbproxy dataplane: use either --config or --control-plane, not both")
-		return 2
-	case m.controlPlane != "":
-		return m.run(*zone, log, stderr)
-	case *cfgPath == "":
-		fmt.Fprintln(stderr, "dbproxy dataplane: --control-plane (with --zone, --node-id, --credentials) or --config is required")
-		return 2
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		log.Error("cannot load configuration", "path", *cfgPath, "error", err)
-		return 1
-	}
-	if *zone != "" {
-		cfg.Node.Zone = *zone
-	}
-	n, err := node.New(node.Options{Logger: log})
-	if err != nil {
-		log.Error("cannot start node", "error", err)
-		return 1
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	if err := n.Apply(ctx, cfg); err != nil {
-		log.Error("cannot apply configuration", "error", err)
-		return 1
-	}
-	reload := make(chan os.Signal, 1)
-	signal.Notify(reload, syscall.SIGHUP)
-	for {
-		select {
-		case <-ctx.Done():
-			log.Info("shutting down; draining clients for up to 30s")
-			dctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			n.Close(dctx)
-			cancel()
-			return 0
-		case <-reload:
-			next, err := config.Load(*cfgPath)
-			if err == nil {
-				if *zone != "" {
-					next.Node.Zone = *zone
-				}
-				err = n.Apply(ctx, next)
-			}
-			if err != nil && !errors.Is(err, context.Canceled) {
-				log.Error("reload failed; keeping the running configuration", "error", err)
-				continue
-			}
-			log.Info("configuration reloaded")
-		}
 	}
 }
