@@ -90,11 +90,11 @@ func (e *testEnv) tokenLogin(addr, token string) error {
 	return nil
 }
 
-// tokenConfig grants an IAM user Connect as tokenUser on proxy main and
+// tokenConfig grants an IAM user Connect as grantUser on proxy main and
 // makes two tokens: one signed with the user's key (through endpoint),
 // one with the provider's key (through hostname and port, 5 minutes).
 // The echo provider carries both into the state of echo.tokens.
-func tokenConfig(addr, status string) string {
+func tokenConfig(addr, status, grantUser string) string {
 	host, port, _ := net.SplitHostPort(addr)
 	return fmt.Sprintf(`
 resource "dbproxy_iam_user" "app" {
@@ -113,7 +113,7 @@ resource "dbproxy_iam_policy" "connect" {
     Statement = [{
       Effect   = "Allow"
       Action   = "dbproxy:Connect"
-      Resource = "proxy/main/dbuser/%[5]s"
+      Resource = "proxy/main/dbuser/%[6]s"
     }]
   })
 }
@@ -146,7 +146,7 @@ provider "echo" {
 }
 
 resource "echo" "tokens" {}
-`, addr, host, port, status, tokenUser)
+`, addr, host, port, status, tokenUser, grantUser)
 }
 
 func TestAccAuthToken_connect(t *testing.T) {
@@ -173,7 +173,7 @@ func TestAccAuthToken_connect(t *testing.T) {
 		ProtoV6ProviderFactories: withEcho(e.factories()),
 		Steps: []resource.TestStep{
 			{
-				Config: e.config(tokenConfig(addr, "Active")),
+				Config: e.config(tokenConfig(addr, "Active", tokenUser)),
 				ConfigStateChecks: []statecheck.StateCheck{
 					// The user's token logs in through the node right after
 					// apply: the key and the grant reached it before apply
@@ -224,7 +224,7 @@ func TestAccAuthToken_connect(t *testing.T) {
 			{
 				// Disabling the key: the apply returns once the node has
 				// dropped it, so the token made before is refused at once.
-				Config: e.config(tokenConfig(addr, "Inactive")),
+				Config: e.config(tokenConfig(addr, "Inactive", tokenUser)),
 				Check: resource.ComposeTestCheckFunc(tokenNotInState, func(*terraform.State) error {
 					if appToken == "" {
 						return fmt.Errorf("no token from the first step")
@@ -234,6 +234,27 @@ func TestAccAuthToken_connect(t *testing.T) {
 					}
 					return nil
 				}),
+			},
+			{
+				// Enabled again: the same token logs in right after apply.
+				Config: e.config(tokenConfig(addr, "Active", tokenUser)),
+				Check: func(*terraform.State) error {
+					if err := e.tokenLogin(addr, appToken); err != nil {
+						return fmt.Errorf("login after the key was enabled again: %w", err)
+					}
+					return nil
+				},
+			},
+			{
+				// A policy changed in place takes the grant away on the
+				// node before apply returns.
+				Config: e.config(tokenConfig(addr, "Active", "someone-else")),
+				Check: func(*terraform.State) error {
+					if err := e.tokenLogin(addr, appToken); err == nil || !strings.Contains(err.Error(), "may not connect") {
+						return fmt.Errorf("login after the grant was changed: %v; want a refusal", err)
+					}
+					return nil
+				},
 			},
 		},
 	})
