@@ -311,3 +311,49 @@ ephemeral "dbproxy_auth_token" "t" {
 		},
 	})
 }
+
+func TestTokenLifetime(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want time.Duration
+		ok   bool
+	}{
+		{"15m", 15 * time.Minute, true},
+		{"90s", 90 * time.Second, true},
+		{"1s", time.Second, true},
+		{"15m1s", 0, false},
+		{"0s", 0, false},
+		{"-5m", 0, false},
+		{"1500ms", 0, false},
+		{"soon", 0, false},
+		{"", 0, false},
+	} {
+		got, err := tokenLifetime(c.in)
+		if (err == nil) != c.ok || got != c.want {
+			t.Errorf("tokenLifetime(%q) = %s, %v; want %s, ok %v", c.in, got, err, c.want, c.ok)
+		}
+	}
+}
+
+func TestSplitEndpoint(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		host string
+		port int
+		ok   bool
+	}{
+		{"proxy.example:3306", "proxy.example", 3306, true},
+		{"127.0.1.1:6033", "127.0.1.1", 6033, true},
+		{"[::1]:3306", "::1", 3306, true},
+		{"proxy.example", "", 0, false},
+		{":3306", "", 0, false},
+		{"proxy.example:0", "", 0, false},
+		{"proxy.example:70000", "", 0, false},
+		{"proxy.example:mysql", "", 0, false},
+	} {
+		host, port, err := splitEndpoint(c.in)
+		if (err == nil) != c.ok || host != c.host || port != c.port {
+			t.Errorf("splitEndpoint(%q) = %q, %d, %v; want %q, %d, ok %v", c.in, host, port, err, c.host, c.port, c.ok)
+		}
+	}
+}
