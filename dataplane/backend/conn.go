@@ -393,18 +393,65 @@ func (c *Conn) evictStmts(inUse func(id uint32) bool) {
 	}
 }
 
+// PrepareIn makes sure query is prepared on this connection bound to
+// schema, the database that was current when the client prepared it (""
+// for none), and returns the statement. A server binds a prepared
+// statement to the database current at its COM_STMT_PREPARE: its tables
+// resolve there and DATABASE() names it, whatever the session selects
+// later. A connection that is in another database switches with
+// COM_INIT_DB for the prepare and back afterwards.
+//
+// Schema always says where the connection is: when the way back fails
+// with a server error (its database was dropped meanwhile), the
+// connection stays in schema and the statement is returned all the same,
+// since it runs in its own database anyway; callers compare Schema with
+// what they want next. When the statement's database itself is gone the
+// server's error for COM_INIT_DB comes back and nothing changed.
+//
+// No connection can leave a database once it selected one, so a statement
+// prepared without a database can only be prepared again on a connection
+// that never had one; on any other it is prepared in the connection's
+// current database.
+func (c *Conn) PrepareIn(schema, query string, inUse func(id uint32) bool) (*Stmt, error) {
+	if st, ok := c.lookupStmt(query, c.stmtContextIn(schema)); ok {
+		return st, nil
+	}
+	home := c.Schema
+	if schema == "" || schema == home {
+		return c.Prepare(query, inUse)
+	}
+	if err := c.InitDB(schema); err != nil {
+		return nil, fmt.Errorf("select database %s of the statement: %w", schema, err)
+	}
+	st, err := c.Prepare(query, inUse)
+	if home != "" && !c.Broken {
+		if rerr := c.InitDB(home); rerr != nil && c.Broken && err == nil {
+			err = fmt.Errorf("select database %s again after a prepare: %w", home, rerr)
+		}
+	}
+	return st, err
+}
+
 func (c *Conn) currentStmtContext() stmtContext {
-	return stmtContext{c.Schema, c.Vars["sql_mode"], c.Vars["character_set_client"], c.Vars["collation_connection"]}
+	return c.stmtContextIn(c.Schema)
+}
+
+// stmtContextIn is the context of a statement prepared now in schema.
+func (c *Conn) stmtContextIn(schema string) stmtContext {
+	return stmtContext{schema, c.Vars["sql_mode"], c.Vars["character_set_client"], c.Vars["collation_connection"]}
 }
 
 // LookupStmt finds query prepared on this connection under the current
 // database, sql_mode and character set.
 func (c *Conn) LookupStmt(query string) (*Stmt, bool) {
+	return c.lookupStmt(query, c.currentStmtContext())
+}
+
+func (c *Conn) lookupStmt(query string, ctx stmtContext) (*Stmt, bool) {
 	list := c.Stmts[query]
 	if len(list) == 0 {
 		return nil, false
 	}
-	ctx := c.currentStmtContext()
 	for _, st := range list {
 		if st.ctx == ctx {
 			return st, true

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -155,5 +156,126 @@ func TestEvictStmtsSparesStatementsInUse(t *testing.T) {
 	}
 	if n != c.nstmts {
 		t.Errorf("cache holds %d statements, counter says %d", n, c.nstmts)
+	}
+}
+
+// fakeServer answers commands on the other end of a pipe: answer returns
+// the response packets for one command. It records what it was sent.
+type fakeServer struct {
+	answer func(cmd []byte) [][]byte
+	seen   []string
+	done   chan struct{}
+}
+
+func startFakeServer(t *testing.T, answer func(cmd []byte) [][]byte) (*Conn, *fakeServer) {
+	t.Helper()
+	a, b := net.Pipe()
+	f := &fakeServer{answer: answer, done: make(chan struct{})}
+	srv := mysql.NewConn(b, mysql.NewBufferPool(0))
+	go func() {
+		defer close(f.done)
+		for {
+			srv.Seq = 0
+			cmd, err := srv.ReadPacket()
+			if err != nil {
+				return
+			}
+			f.seen = append(f.seen, describeCommand(cmd))
+			for _, p := range f.answer(cmd) {
+				if err := srv.WritePacket(p); err != nil {
+					return
+				}
+			}
+			if err := srv.Flush(); err != nil {
+				return
+			}
+		}
+	}()
+	t.Cleanup(func() { a.Close(); b.Close(); <-f.done })
+	c := &Conn{Conn: mysql.NewConn(a, mysql.NewBufferPool(0)), Info: mysql.ServerInfo{Caps: BaseCaps},
+		Vars: map[string]string{}, Stmts: map[string][]*Stmt{}}
+	return c, f
+}
+
+func describeCommand(cmd []byte) string {
+	switch cmd[0] {
+	case mysql.ComInitDB:
+		return "INIT_DB " + string(cmd[1:])
+	case mysql.ComStmtPrepare:
+		return "PREPARE " + string(cmd[1:])
+	}
+	return fmt.Sprintf("command 0x%02x", cmd[0])
+}
+
+// TestPrepareIn: a statement is prepared in the database it belongs to and
+// the connection goes back to its own; Schema always says where the
+// connection is, also when a database is gone.
+func TestPrepareIn(t *testing.T) {
+	const q = "SELECT v FROM t"
+	for _, tc := range []struct {
+		name string
+		// home is the connection's database, schema the statement's;
+		// cached is the database the statement is cached in ("-": not).
+		home, schema, cached string
+		// gone lists databases that no longer exist.
+		gone       []string
+		wantSeen   string
+		wantErr    uint16
+		wantSchema string
+	}{
+		{name: "cached in its database", home: "pb", schema: "pa", cached: "pa", wantSchema: "pb"},
+		{name: "same database", home: "pa", schema: "pa", cached: "-", wantSeen: "[PREPARE " + q + "]", wantSchema: "pa"},
+		{name: "another database", home: "pb", schema: "pa", cached: "pb",
+			wantSeen: "[INIT_DB pa PREPARE " + q + " INIT_DB pb]", wantSchema: "pb"},
+		{name: "its database is gone", home: "pb", schema: "pa", cached: "-", gone: []string{"pa"},
+			wantSeen: "[INIT_DB pa]", wantErr: 1049, wantSchema: "pb"},
+		{name: "the connection's database is gone", home: "pb", schema: "pa", cached: "-", gone: []string{"pb"},
+			wantSeen: "[INIT_DB pa PREPARE " + q + " INIT_DB pb]", wantSchema: "pa"},
+		{name: "no database on a connection that has one", home: "pb", schema: "", cached: "-",
+			wantSeen: "[PREPARE " + q + "]", wantSchema: "pb"},
+		{name: "a database on a connection that has none", home: "", schema: "pa", cached: "-",
+			wantSeen: "[INIT_DB pa PREPARE " + q + "]", wantSchema: "pa"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, f := startFakeServer(t, func(cmd []byte) [][]byte {
+				switch cmd[0] {
+				case mysql.ComInitDB:
+					for _, g := range tc.gone {
+						if string(cmd[1:]) == g {
+							return [][]byte{mysql.AppendErr(nil, mysql.NewSQLError(1049, "Unknown database '%s'", g))}
+						}
+					}
+					return [][]byte{mysql.AppendOK(nil, mysql.OKPacket, mysql.OK{}, BaseCaps)}
+				case mysql.ComStmtPrepare:
+					return [][]byte{mysql.AppendPrepareOK(nil, mysql.PrepareOK{StmtID: 9})}
+				}
+				return [][]byte{mysql.AppendErr(nil, mysql.NewSQLError(1047, "unexpected"))}
+			})
+			if tc.cached != "-" {
+				c.Schema = tc.cached
+				c.AddStmt(q, &Stmt{ID: 5})
+			}
+			c.Schema = tc.home
+			st, err := c.PrepareIn(tc.schema, q, nil)
+			var se *mysql.SQLError
+			switch {
+			case tc.wantErr != 0:
+				if !errors.As(err, &se) || se.Num != tc.wantErr {
+					t.Fatalf("PrepareIn: %v, want error %d", err, tc.wantErr)
+				}
+			case err != nil:
+				t.Fatalf("PrepareIn: %v", err)
+			case tc.cached == tc.schema && st.ID != 5, tc.cached != tc.schema && st.ID != 9:
+				t.Fatalf("statement %d", st.ID)
+			}
+			c.Close()
+			<-f.done
+			if got := fmt.Sprint(f.seen); tc.wantSeen != "" && got != tc.wantSeen || tc.wantSeen == "" && len(f.seen) != 0 {
+				t.Errorf("sent %s, want %s", got, tc.wantSeen)
+			}
+			if c.Schema != tc.wantSchema || c.Broken {
+				t.Errorf("connection in %q (broken %v), want %q", c.Schema, c.Broken, tc.wantSchema)
+			}
+		})
 	}
 }

@@ -3,11 +3,16 @@ package node_test
 import (
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
+	"github.com/dbproxy/dbproxy/dataplane/backend"
+	"github.com/dbproxy/dbproxy/dataplane/mysql"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
 	"github.com/dbproxy/dbproxy/internal/nodetest"
 )
@@ -58,6 +63,7 @@ func TestNoStateLeaks(t *testing.T) {
 	if err := s.Exec(ctx, "CREATE DATABASE IF NOT EXISTS other", "CREATE TABLE app.rows_t (id INT AUTO_INCREMENT PRIMARY KEY, who VARCHAR(32)) ENGINE=InnoDB"); err != nil {
 		t.Fatal(err)
 	}
+	createSchemaTables(t, s)
 	if err := s.Exec(ctx, "GRANT ALL ON other.* TO 'app'@'%'"); err != nil {
 		t.Fatal(err)
 	}
@@ -149,9 +155,9 @@ func leakClient(ctx context.Context, db *sql.DB, id int, base model, passive, pi
 			continue
 		}
 		var name string
-		op := rng.IntN(12)
+		op := rng.IntN(13)
 		if !pins {
-			op = []int{1, 2, 3, 4, 5, 8, 9, 10}[rng.IntN(8)]
+			op = []int{1, 2, 3, 4, 5, 8, 9, 10, 12}[rng.IntN(9)]
 		}
 		switch op {
 		case 0:
@@ -318,6 +324,24 @@ func leakClient(ctx context.Context, db *sql.DB, id int, base model, passive, pi
 			if id1 != id2 {
 				return fmt.Errorf("EXECUTE ran on connection %d, the session is on %d", id1, id2)
 			}
+		case 12:
+			// A server keeps a prepared statement in the database it was
+			// prepared in: after a USE it still reads and writes there,
+			// and DATABASE() in it names that database.
+			to := "other"
+			if want.db == "other" {
+				to = "app"
+			}
+			name = "prepared statements across USE " + to
+			if err := stmtsAcrossUSE(ctx, c, want.db, to, fmt.Sprintf("%s-%d", tag, step)); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			want.db = to
+			if want.autocommit == "0" {
+				if err := exec("COMMIT"); err != nil {
+					return err
+				}
+			}
 		case 10:
 			name = "insert + LAST_INSERT_ID()"
 			res, err := c.ExecContext(ctx, "INSERT INTO app.rows_t (who) VALUES (?)", tag)
@@ -357,6 +381,79 @@ func leakClient(ctx context.Context, db *sql.DB, id int, base model, passive, pi
 	return nil
 }
 
+// stmtsAcrossUSE prepares a read and a write in database from, selects
+// database to, and checks that both still work in from.
+func stmtsAcrossUSE(ctx context.Context, c *sql.Conn, from, to, who string) error {
+	sel, err := c.PrepareContext(ctx, "SELECT v, DATABASE() FROM whereami")
+	if err != nil {
+		return err
+	}
+	defer sel.Close()
+	ins, err := c.PrepareContext(ctx, "INSERT INTO stmt_rows (who) VALUES (?)")
+	if err != nil {
+		return err
+	}
+	defer ins.Close()
+	// The subtests share a server, so the same client may have written
+	// who before: count the rows this call adds.
+	count := func(d string) (int, error) {
+		var n int
+		err := c.QueryRowContext(ctx, "SELECT COUNT(*) FROM "+d+".stmt_rows WHERE who = ?", who).Scan(&n)
+		return n, err
+	}
+	before := map[string]int{}
+	for _, d := range []string{from, to} {
+		n, err := count(d)
+		if err != nil {
+			return err
+		}
+		before[d] = n
+	}
+	if _, err := c.ExecContext(ctx, "USE "+to); err != nil {
+		return err
+	}
+	for k := range 3 {
+		var v, db string
+		if err := sel.QueryRowContext(ctx).Scan(&v, &db); err != nil {
+			return fmt.Errorf("execute %d: %w", k, err)
+		}
+		if v != from || db != from {
+			return fmt.Errorf("execute %d of a statement prepared in %s read %s.whereami with DATABASE() = %s", k, from, v, db)
+		}
+		if _, err := ins.ExecContext(ctx, who); err != nil {
+			return fmt.Errorf("insert %d: %w", k, err)
+		}
+	}
+	for _, d := range []string{from, to} {
+		n, err := count(d)
+		if err != nil {
+			return err
+		}
+		want := 0
+		if d == from {
+			want = 3
+		}
+		if n-before[d] != want {
+			return fmt.Errorf("%d rows added to %s.stmt_rows by inserts prepared in %s, want %d", n-before[d], d, from, want)
+		}
+	}
+	return nil
+}
+
+// createSchemaTables creates the tables of the leak suite's prepared
+// statements across USE: whereami names its database in both.
+func createSchemaTables(t *testing.T, s *mysqltest.Server) {
+	t.Helper()
+	var qs []string
+	for _, d := range []string{"app", "other"} {
+		qs = append(qs, "CREATE TABLE "+d+".whereami (v VARCHAR(32))", "INSERT INTO "+d+".whereami VALUES ('"+d+"')",
+			"CREATE TABLE "+d+".stmt_rows (id INT AUTO_INCREMENT PRIMARY KEY, who VARCHAR(32)) ENGINE=InnoDB")
+	}
+	if err := s.Exec(t.Context(), qs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // metricSum adds up every sample of a metric family on the node.
 func metricSum(t *testing.T, env *nodetest.Env, name string) float64 {
 	t.Helper()
@@ -386,6 +483,7 @@ func TestNoSessionTracking(t *testing.T) {
 		"CREATE TABLE app.rows_t (id INT AUTO_INCREMENT PRIMARY KEY, who VARCHAR(32)) ENGINE=InnoDB"); err != nil {
 		t.Fatal(err)
 	}
+	createSchemaTables(t, s)
 	cfg := nodetest.Config(s)
 	cfg.Proxies[0].Pool.DisableSessionTracking = true
 	cfg.Proxies[0].Pool.MaxConnectionsPercent = 10
@@ -419,5 +517,382 @@ func TestNoSessionTracking(t *testing.T) {
 	}
 	if got := metricLabel(t, env, "dbproxy_session_pins_total", "reason", "no_session_tracking"); got == 0 {
 		t.Error("no session pinned for lack of session tracking")
+	}
+}
+
+// schemaCase is a binary prepared statement prepared in one database and
+// executed after the client selected another (see
+// TestPreparedStatementKeepsItsSchema).
+type schemaCase struct {
+	name string
+	// prepDB is the client's database at the prepare; "" is none.
+	prepDB string
+	query  string
+	// write marks an INSERT of one parameter; longData sends it with
+	// COM_STMT_SEND_LONG_DATA.
+	write, longData bool
+	// initDB switches with COM_INIT_DB instead of a USE statement.
+	initDB bool
+	// drop drops prepDB after the switch, before the execute.
+	drop bool
+	// noAutocommit turns autocommit off before the execute, which then
+	// opens a transaction.
+	noAutocommit bool
+}
+
+// TestPreparedStatementKeepsItsSchema: a server binds a prepared statement
+// to the database current at its prepare. Its tables resolve there and
+// DATABASE() names it after the client selects another database, and
+// after that database is dropped the statement fails; one prepared
+// without a database runs without one. Through the node the statement is
+// prepared again on another database connection (the choreography of
+// holders below makes sure, and the server's prepare counter checks it),
+// and every answer must be what a direct connection answers. Without
+// session tracking the node is not told where a USE went, and must ask.
+func TestPreparedStatementKeepsItsSchema(t *testing.T) {
+	// 100 connections at 2%: a pool of two database connections.
+	s := mysqltest.StartT(t, mysqltest.Options{ExtraArgs: []string{"--max-connections=100"}})
+	nodetest.PrepareServer(t, s)
+	ctx := t.Context()
+	if err := s.Exec(ctx, "CREATE DATABASE pa", "CREATE DATABASE pb",
+		"CREATE TABLE pa.r (v VARCHAR(32))", "INSERT INTO pa.r VALUES ('a')",
+		"CREATE TABLE pb.r (v VARCHAR(32))", "INSERT INTO pb.r VALUES ('b')",
+		"CREATE TABLE pa.w (v VARCHAR(100))", "CREATE TABLE pb.w (v VARCHAR(100))",
+		// A routine runs in its own database: the server switches there
+		// and back, and reports the database it went back to.
+		"CREATE FUNCTION pa.f() RETURNS VARCHAR(64) NO SQL DETERMINISTIC RETURN DATABASE()",
+		"GRANT ALL ON pa.* TO 'app'@'%'", "GRANT ALL ON pb.* TO 'app'@'%'", "GRANT ALL ON pgone.* TO 'app'@'%'"); err != nil {
+		t.Fatal(err)
+	}
+	cases := []schemaCase{
+		{name: "read after USE", prepDB: "pa", query: "SELECT /* read-use */ v, DATABASE() FROM r"},
+		{name: "read after COM_INIT_DB", prepDB: "pa", query: "SELECT /* read-initdb */ v, DATABASE() FROM r", initDB: true},
+		{name: "write after USE", prepDB: "pa", query: "INSERT /* write-use */ INTO w VALUES (?)", write: true},
+		{name: "write after COM_INIT_DB", prepDB: "pa", query: "INSERT /* write-initdb */ INTO w VALUES (?)", write: true, initDB: true},
+		{name: "long data write after USE", prepDB: "pa", query: "INSERT /* write-long */ INTO w VALUES (?)", write: true, longData: true},
+		{name: "prepared without a database, USE", query: "SELECT /* null-use */ v, DATABASE() FROM pa.r"},
+		{name: "prepared without a database, COM_INIT_DB", query: "SELECT /* null-initdb */ v, DATABASE() FROM pa.r", initDB: true},
+		{name: "prepared without a database, opens a transaction", query: "SELECT /* null-tx */ v, DATABASE() FROM pa.r", noAutocommit: true},
+		{name: "prepared without a database, calls a routine", query: "SELECT /* null-routine */ v, pa.f(), DATABASE() FROM pa.r"},
+		{name: "routine after USE", prepDB: "pa", query: "SELECT /* routine */ v, f(), DATABASE() FROM r"},
+		{name: "database dropped", prepDB: "pgone", query: "SELECT /* dropped */ v, DATABASE() FROM r", drop: true},
+	}
+	for _, tracking := range []bool{true, false} {
+		t.Run(fmt.Sprintf("session tracking=%v", tracking), func(t *testing.T) {
+			testStmtSchemas(t, s, cases, tracking)
+		})
+	}
+}
+
+func testStmtSchemas(t *testing.T, s *mysqltest.Server, cases []schemaCase, tracking bool) {
+	ctx := t.Context()
+	cfg := nodetest.Config(s)
+	cfg.Proxies[0].Pool.MaxConnectionsPercent = 2
+	cfg.Proxies[0].Pool.DisableSessionTracking = !tracking
+	env := nodetest.Start(t, cfg, s)
+	holders := env.Open(t, "")
+	prepares := func() int {
+		t.Helper()
+		v, err := s.QueryValue(ctx, "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'COM_STMT_PREPARE'")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if !tracking && tc.prepDB == "" {
+				// Without session tracking a USE pins the session to the
+				// connection it ran on, which then has a database: like
+				// any held connection (see the node's acquireStmt), it
+				// prepares the statement in that database.
+				t.Skip("a statement prepared without a database runs in the database of a held connection")
+			}
+			// Both runs write values of their own into the shared tables.
+			want := runSchemaCase(t, s, s.Addr(), tc, fmt.Sprintf("direct, tracking=%v", tracking), schemaHooks{})
+			var h1, h2 *sql.Conn
+			var before int
+			got := runSchemaCase(t, s, env.Addr, tc, fmt.Sprintf("node, tracking=%v", tracking), schemaHooks{
+				// The first holder keeps one database connection, so that
+				// the prepare runs on the other; the second then takes that
+				// one (the only one left), and the first lets its go: the
+				// execute can only run on a connection that never saw the
+				// statement.
+				beforePrepare: func() { h1 = holdConn(t, holders) },
+				afterPrepare: func() {
+					h2 = holdConn(t, holders)
+					releaseConn(t, h1)
+					before = prepares()
+				},
+				afterExecute: func() {
+					releaseConn(t, h2)
+					n := prepares() - before
+					if tc.drop {
+						return
+					}
+					if n != 1 {
+						t.Errorf("the server saw %d prepares for the execute, want 1 (prepared again on another connection)", n)
+					}
+				},
+			})
+			if got != want {
+				t.Errorf("through the node:\n%s\ndirectly:\n%s", got, want)
+			}
+			t.Logf("%s", got)
+		})
+	}
+	// Without session tracking every USE pins; nothing else may.
+	pins := metricSum(t, env, "dbproxy_session_pins_total") - metricLabel(t, env, "dbproxy_session_pins_total", "reason", "no_session_tracking")
+	if pins != 0 {
+		t.Errorf("binary prepared statements pinned %v sessions", pins)
+	}
+}
+
+// schemaHooks let the node's run of a schemaCase arrange which database
+// connection runs what.
+type schemaHooks struct {
+	beforePrepare, afterPrepare, afterExecute func()
+}
+
+func (h schemaHooks) call(f func()) {
+	if f != nil {
+		f()
+	}
+}
+
+// runSchemaCase runs tc as a client of addr and describes what it saw.
+// Through the node the database dropped errs with the server's error for
+// the vanished database (1049) where a direct connection names the
+// missing table (1146): both are errors, and the description keeps only
+// that much of that one case.
+func runSchemaCase(t *testing.T, s *mysqltest.Server, addr string, tc schemaCase, who string, h schemaHooks) string {
+	t.Helper()
+	ctx := t.Context()
+	if tc.drop {
+		if err := s.Exec(ctx, "DROP DATABASE IF EXISTS pgone", "CREATE DATABASE pgone",
+			"CREATE TABLE pgone.r (v VARCHAR(32))", "INSERT INTO pgone.r VALUES ('g')"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := rawClient(t, addr, tc.prepDB)
+	var out strings.Builder
+	h.call(h.beforePrepare)
+	id, params := rawPrepare(t, c, tc.query)
+	h.call(h.afterPrepare)
+	if tc.initDB {
+		if err := c.InitDB("pb"); err != nil {
+			t.Fatalf("COM_INIT_DB pb: %v", err)
+		}
+	} else {
+		rawExec(t, c, "USE pb")
+	}
+	if tc.drop {
+		if err := s.Exec(ctx, "DROP DATABASE pgone"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tc.noAutocommit {
+		rawExec(t, c, "SET autocommit = 0")
+	}
+	value := who + ": " + tc.name
+	var args []string
+	if tc.write {
+		args = []string{value}
+	}
+	if tc.longData {
+		rawLongData(t, c, id, 0, value)
+		args = nil
+	}
+	res := rawStmtExecute(t, c, id, params, args)
+	h.call(h.afterExecute)
+	if tc.drop && strings.HasPrefix(res, "error ") {
+		t.Logf("%s: the statement in the dropped database: %s", who, res)
+		res = "error"
+	}
+	fmt.Fprintf(&out, "execute: %s\n", res)
+	if tc.longData {
+		// The statement stays usable after a reset, and is gone after a
+		// close.
+		fmt.Fprintf(&out, "reset: %s\n", rawStmtReset(t, c, id))
+		fmt.Fprintf(&out, "execute again: %s\n", rawStmtExecute(t, c, id, params, []string{value + " again"}))
+		rawStmtClose(t, c, id)
+		fmt.Fprintf(&out, "execute after close: %s\n", rawStmtExecute(t, c, id, params, []string{value + " closed"}))
+	}
+	fmt.Fprintf(&out, "DATABASE() afterwards: %s\n", rawValue(t, c, "SELECT DATABASE()"))
+	if tc.noAutocommit {
+		rawExec(t, c, "COMMIT")
+	}
+	if tc.write {
+		for _, tbl := range []string{"pa.w", "pb.w"} {
+			n, err := s.QueryValue(ctx, "SELECT COUNT(*) FROM "+tbl+" WHERE v LIKE ?", value+"%")
+			if err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintf(&out, "rows written to %s: %s\n", tbl, n)
+		}
+	}
+	return out.String()
+}
+
+// holdConn opens a transaction through the node, which holds a database
+// connection for it until releaseConn.
+func holdConn(t *testing.T, db *sql.DB) *sql.Conn {
+	t.Helper()
+	c, err := db.Conn(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustExec(t, c, "BEGIN")
+	return c
+}
+
+func releaseConn(t *testing.T, c *sql.Conn) {
+	t.Helper()
+	mustExec(t, c, "COMMIT")
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rawPrepare sends COM_STMT_PREPARE and returns the statement id and its
+// parameter count.
+func rawPrepare(t *testing.T, c *backend.Conn, q string) (uint32, uint16) {
+	t.Helper()
+	if err := c.WriteCommand(append([]byte{mysql.ComStmtPrepare}, q...)); err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.ReadPacket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p[0] == mysql.ErrPacket {
+		e, _ := mysql.ParseErr(p)
+		t.Fatalf("prepare %s: %v", q, e)
+	}
+	pok, err := mysql.ParsePrepareOK(p)
+	if err != nil {
+		t.Fatalf("prepare %s: %v", q, err)
+	}
+	for range int(pok.Params) + int(pok.Columns) {
+		if _, err := c.ReadPacket(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return pok.StmtID, pok.Params
+}
+
+// rawStmtExecute executes statement id with string parameters (none sent
+// when args is nil: long data supplies them) and describes the answer:
+// the rows of a result of string columns, "ok", or the error code.
+func rawStmtExecute(t *testing.T, c *backend.Conn, id uint32, params uint16, args []string) string {
+	t.Helper()
+	pkt := []byte{mysql.ComStmtExecute, 0, 0, 0, 0, 0, 1, 0, 0, 0}
+	binary.LittleEndian.PutUint32(pkt[1:], id)
+	if params > 0 {
+		pkt = append(pkt, make([]byte, (int(params)+7)/8)...) // no NULLs
+		pkt = append(pkt, 1)                                  // types follow
+		for range params {
+			pkt = append(pkt, 0xfd, 0) // VAR_STRING
+		}
+		for _, a := range args {
+			pkt = mysql.AppendLenEncString(pkt, []byte(a))
+		}
+	}
+	if err := c.WriteCommand(pkt); err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.ReadPacket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	switch p[0] {
+	case mysql.OKPacket:
+		return "ok"
+	case mysql.ErrPacket:
+		e, _ := mysql.ParseErr(p)
+		return fmt.Sprintf("error %d", e.Num)
+	}
+	n, _, _, err := mysql.ReadLenEncInt(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if _, err := c.ReadPacket(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var rows []string
+	for {
+		p, err := c.ReadPacket()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p[0] == mysql.EOFPacket {
+			return fmt.Sprintf("rows %v", rows)
+		}
+		if p[0] == mysql.ErrPacket {
+			e, _ := mysql.ParseErr(p)
+			return fmt.Sprintf("rows %v then error %d", rows, e.Num)
+		}
+		// Binary row: header, NULL bitmap (offset 2), then the values.
+		nullMap := p[1 : 1+(int(n)+9)/8]
+		pos := 1 + len(nullMap)
+		var cols []string
+		for i := range int(n) {
+			if nullMap[(i+2)/8]&(1<<((i+2)%8)) != 0 {
+				cols = append(cols, "NULL")
+				continue
+			}
+			v, m, err := mysql.ReadLenEncString(p[pos:])
+			if err != nil {
+				t.Fatal(err)
+			}
+			cols = append(cols, string(v))
+			pos += m
+		}
+		rows = append(rows, strings.Join(cols, "|"))
+	}
+}
+
+// rawLongData sends one COM_STMT_SEND_LONG_DATA chunk (no response).
+func rawLongData(t *testing.T, c *backend.Conn, id uint32, param uint16, data string) {
+	t.Helper()
+	pkt := []byte{mysql.ComStmtSendLongData, 0, 0, 0, 0, byte(param), byte(param >> 8)}
+	binary.LittleEndian.PutUint32(pkt[1:], id)
+	if err := c.WriteCommand(append(pkt, data...)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// rawStmtReset sends COM_STMT_RESET and describes the answer.
+func rawStmtReset(t *testing.T, c *backend.Conn, id uint32) string {
+	t.Helper()
+	pkt := []byte{mysql.ComStmtReset, 0, 0, 0, 0}
+	binary.LittleEndian.PutUint32(pkt[1:], id)
+	if err := c.WriteCommand(pkt); err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.ReadPacket()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p[0] == mysql.ErrPacket {
+		e, _ := mysql.ParseErr(p)
+		return fmt.Sprintf("error %d", e.Num)
+	}
+	return "ok"
+}
+
+// rawStmtClose sends COM_STMT_CLOSE (no response).
+func rawStmtClose(t *testing.T, c *backend.Conn, id uint32) {
+	t.Helper()
+	pkt := []byte{mysql.ComStmtClose, 0, 0, 0, 0}
+	binary.LittleEndian.PutUint32(pkt[1:], id)
+	if err := c.WriteCommand(pkt); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -40,7 +40,11 @@ var errClientGone = errors.New("client connection closed")
 // clientStmt is a prepared statement as the client knows it; the node
 // prepares it lazily on whatever database connection it borrows.
 type clientStmt struct {
-	query      string
+	query string
+	// schema is the database that was current at the COM_STMT_PREPARE (""
+	// for none): the server bound the statement to it, and every prepare
+	// on another connection must bind it there too.
+	schema     string
 	params     uint16
 	columns    uint16
 	paramTypes []byte
@@ -85,6 +89,10 @@ type clientConn struct {
 	varsFP uint64
 	// varsOwned is false while vars is the target's shared baseline.
 	varsOwned bool
+	// schemaUnknown is set when a USE ran on the held connection without
+	// session tracking: the OK did not say where it went, so schema and
+	// the connection's Schema may be out of date until learnSchema asks.
+	schemaUnknown bool
 
 	// be is the database connection held between commands (transaction,
 	// pin, open cursor, pending long data); nil when none is held.
@@ -406,10 +414,34 @@ func (s *clientConn) setVar(name, value string) {
 // acquire returns the database connection for the next command: the held
 // one, or one borrowed and brought in line with the session's state.
 func (s *clientConn) acquire(cls session.Class) (*backend.Conn, *mysql.SQLError) {
+	return s.acquireAs(cls, false)
+}
+
+// acquireAs is acquire; with noSchema a borrowed connection is one that
+// never selected a database, and it is left without one instead of being
+// moved to the session's (see acquireStmt).
+func (s *clientConn) acquireAs(cls session.Class, noSchema bool) (*backend.Conn, *mysql.SQLError) {
 	if s.be != nil {
+		if s.schema != "" && s.be.Schema != s.schema {
+			// A statement prepared in another database may have left the
+			// connection there (see backendStmt).
+			if err := s.be.InitDB(s.schema); err != nil {
+				var se *mysql.SQLError
+				if errors.As(err, &se) {
+					return nil, se
+				}
+				s.be.Broken = true
+				s.dropBackend()
+				return nil, mysql.NewSQLError(mysql.ERLostConnectionToBackend, "dbproxy: lost the database connection while restoring session state")
+			}
+		}
 		return s.be, nil
 	}
-	key := backend.Key{User: s.user, Flavor: s.caps & backend.FlavorCaps, NoSchema: s.schema == ""}
+	schema := s.schema
+	if noSchema {
+		schema = ""
+	}
+	key := backend.Key{User: s.user, Flavor: s.caps & backend.FlavorCaps, NoSchema: schema == ""}
 	var be *backend.Conn
 	s.reclaimed = false
 	if cls.UsesPrevious && s.prev != nil {
@@ -442,7 +474,7 @@ func (s *clientConn) acquire(cls session.Class) (*backend.Conn, *mysql.SQLError)
 	if !s.stateReady {
 		s.initState(be.Target)
 	}
-	if err := s.sync(be); err != nil {
+	if err := s.syncIn(be, schema); err != nil {
 		var se *mysql.SQLError
 		if errors.As(err, &se) {
 			be.Dirty = true
@@ -476,17 +508,30 @@ var charsetVarOrder = []string{"character_set_client", "character_set_results", 
 
 // sync brings a borrowed connection in line with the session's state.
 func (s *clientConn) sync(be *backend.Conn) error {
-	if be.SyncedWith == s.id && be.SyncedGen == s.gen {
+	return s.syncIn(be, s.schema)
+}
+
+// syncIn is sync with schema in place of the session's database; a
+// connection left in another than the session's is not marked as in line
+// with it, so that the next sync looks again.
+func (s *clientConn) syncIn(be *backend.Conn, schema string) error {
+	if be.SyncedWith == s.id && be.SyncedGen == s.gen && schema == s.schema {
 		return nil
 	}
-	if s.varsFP != 0 && be.VarsFP == s.varsFP && (s.schema == be.Schema || s.schema == "") &&
+	synced := func() {
+		be.SyncedWith, be.SyncedGen = s.id, s.gen
+		if schema != s.schema {
+			be.SyncedWith = 0
+		}
+	}
+	if s.varsFP != 0 && be.VarsFP == s.varsFP && (schema == be.Schema || schema == "") &&
 		be.LastInsertID == s.lastInsertID && be.MultiStatements == s.multiStmt {
 		// Same restorable variables (by fingerprint): nothing to send.
-		be.SyncedWith, be.SyncedGen = s.id, s.gen
+		synced()
 		return nil
 	}
-	if s.schema != be.Schema && s.schema != "" {
-		if err := be.InitDB(s.schema); err != nil {
+	if schema != be.Schema && schema != "" {
+		if err := be.InitDB(schema); err != nil {
 			return err
 		}
 	}
@@ -538,7 +583,7 @@ func (s *clientConn) sync(be *backend.Conn) error {
 				if name := quotedName(se.Message); name != "" && !s.ep.readOnlyVar(name) {
 					s.ep.addReadOnlyVar(name)
 					be.SyncedWith = 0
-					return s.sync(be)
+					return s.syncIn(be, schema)
 				}
 			}
 			return err
@@ -551,7 +596,7 @@ func (s *clientConn) sync(be *backend.Conn) error {
 			return err
 		}
 	}
-	be.SyncedWith, be.SyncedGen = s.id, s.gen
+	synced()
 	be.VarsFP = s.varsFP
 	return nil
 }
@@ -614,6 +659,8 @@ func (s *clientConn) dropBackend() {
 	be := s.be
 	s.be = nil
 	s.prev = nil
+	// The database a USE without session tracking selected went with it.
+	s.schemaUnknown = false
 	if len(s.pins) > 0 {
 		s.logger().Warn("pinned database connection lost; session state on it is gone", "reasons", s.pins)
 	}
@@ -881,7 +928,46 @@ func (s *clientConn) countErr() {
 
 func (s *clientConn) query(pkt []byte) error {
 	cls := session.Classify(string(pkt[1:]))
-	return s.forward(pkt, cls, relayQuery)
+	if err := s.forward(pkt, cls, relayQuery); err != nil {
+		return err
+	}
+	if cls.ChangesSchema && s.be != nil && !s.be.Tracking {
+		// The server did not say which database the USE selected (it
+		// pinned the session): binary prepared statements need to know.
+		s.schemaUnknown = true
+	}
+	return nil
+}
+
+// learnSchema asks the held connection for its database after a USE
+// without session tracking, before a statement is prepared or bound to
+// one. When the connection breaks it is marked broken for the caller to
+// drop.
+func (s *clientConn) learnSchema() error {
+	if !s.schemaUnknown || s.be == nil {
+		return nil
+	}
+	rows, err := s.be.Query("SELECT DATABASE()")
+	if err != nil {
+		var se *mysql.SQLError
+		if errors.As(err, &se) {
+			// Still unknown; the statement goes where the node believes.
+			return nil
+		}
+		s.be.Broken = true
+		return fmt.Errorf("ask the connection for its database: %w", err)
+	}
+	s.schemaUnknown = false
+	schema := ""
+	if len(rows) == 1 && len(rows[0]) == 1 && rows[0][0] != nil {
+		schema = *rows[0][0]
+	}
+	s.be.Schema = schema
+	if s.schema != schema {
+		s.schema = schema
+		s.gen++
+	}
+	return nil
 }
 
 func (s *clientConn) initDB(pkt []byte) error {
@@ -941,6 +1027,7 @@ func (s *clientConn) resetSession() {
 	s.setPinnedGauge(false)
 	s.setTxGauge(false)
 	s.pins = nil
+	s.schemaUnknown = false
 	s.stateReady = false
 	s.vars = nil
 	s.varsFP = 0

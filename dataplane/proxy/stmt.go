@@ -37,6 +37,10 @@ func (s *clientConn) prepare(pkt []byte) error {
 		s.countErr()
 		return s.sendErr(serr)
 	}
+	if err := s.learnSchema(); err != nil {
+		s.dropBackend()
+		return s.lostBackend(false)
+	}
 	if err := be.WriteCommand(pkt); err != nil {
 		be.Broken = true
 		s.dropBackend()
@@ -83,7 +87,9 @@ func (s *clientConn) relayPrepare(r *relayer, query string) error {
 	if s.stmts == nil {
 		s.stmts = map[uint32]*clientStmt{}
 	}
-	s.stmts[id] = &clientStmt{query: query, params: pok.Params, columns: pok.Columns, cls: session.Classify(query)}
+	// The server bound the statement to the connection's database (the
+	// session's, as acquire made it), and keeps it there after a USE.
+	s.stmts[id] = &clientStmt{query: query, schema: be.Schema, params: pok.Params, columns: pok.Columns, cls: session.Classify(query)}
 	s.lastStmtID = id
 	out := pok
 	out.StmtID = id
@@ -106,10 +112,26 @@ func (s *clientConn) relayPrepare(r *relayer, query string) error {
 	return nil
 }
 
-// backendStmt makes sure the client's statement is prepared on be and
-// returns its id there.
+// acquireStmt returns the connection to run st on: the one acquire
+// returns, except that a statement prepared without a database, for a
+// session that selected one since, gets a connection that never had one
+// when the session holds none. A server runs such a statement without a
+// database (DATABASE() is NULL), and no connection can leave a database
+// once it selected one.
+func (s *clientConn) acquireStmt(st *clientStmt) (*backend.Conn, *mysql.SQLError) {
+	return s.acquireAs(session.Class{}, st.schema == "" && s.schema != "")
+}
+
+// backendStmt makes sure the client's statement is prepared on be, in the
+// database it was prepared in, and returns its id there. Afterwards the
+// connection is where it was, unless that database was dropped meanwhile
+// or the statement needed a database on a connection that had none: then
+// be.Schema differs from the session's (see executeIn).
 func (s *clientConn) backendStmt(be *backend.Conn, st *clientStmt) (*backend.Stmt, error) {
-	return be.Prepare(st.query, s.stmtInUse)
+	if err := s.learnSchema(); err != nil {
+		return nil, err
+	}
+	return be.PrepareIn(st.schema, st.query, s.stmtInUse)
 }
 
 // execute rewrites the statement id (and, when the client relies on
@@ -135,7 +157,7 @@ func (s *clientConn) execute(pkt []byte) error {
 	if err != nil {
 		return s.sendErr(mysql.NewSQLError(mysql.ERWrongArguments, "Incorrect arguments to mysqld_stmt_execute: %v", err))
 	}
-	be, serr := s.acquire(session.Class{})
+	be, serr := s.acquireStmt(st)
 	if serr != nil {
 		s.countErr()
 		return s.sendErr(serr)
@@ -154,7 +176,7 @@ func (s *clientConn) execute(pkt []byte) error {
 	}
 	st.longData = false
 	r := relayer{s: s, be: be, cls: st.cls}
-	if err := r.run(relayExecute); err != nil {
+	if err := s.executeIn(be, &r); err != nil {
 		return s.relayFailed(be, &r, err)
 	}
 	if r.failed {
@@ -166,6 +188,22 @@ func (s *clientConn) execute(pkt []byte) error {
 	s.pinFor(st.cls, r.failed)
 	s.afterCommand()
 	return nil
+}
+
+// executeIn relays the response of an execute. On a connection that is
+// not in the session's database (see backendStmt) a database the server
+// reports is that connection's, which its Schema records: the session's
+// database did not change. (A server switches to the statement's database
+// for the execute and back, and reports the one it went back to.)
+func (s *clientConn) executeIn(be *backend.Conn, r *relayer) error {
+	schema := s.schema
+	foreign := be.Schema != schema
+	err := r.run(relayExecute)
+	if foreign && s.schema != schema {
+		s.schema = schema
+		s.gen++
+	}
+	return err
 }
 
 // stmtFailed reports a failure to prepare a statement on a borrowed
@@ -218,7 +256,7 @@ func (s *clientConn) sendLongData(pkt []byte) error {
 	if !ok || len(pkt) < 7 {
 		return nil
 	}
-	be, serr := s.acquire(session.Class{})
+	be, serr := s.acquireStmt(st)
 	if serr != nil {
 		// No response exists for this command; the execute reports it.
 		st.longDataLost = true
