@@ -15,7 +15,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dbproxy/dbproxy/controlplane/health"
-	"github.com/dbproxy/dbproxy/controlplane/xds"
+	"github.com/dbproxy/dbproxy/controlplane/identity"
 	"github.com/dbproxy/dbproxy/dataplane/config"
 	"github.com/dbproxy/dbproxy/dataplane/healthreport"
 	"github.com/dbproxy/dbproxy/dataplane/node"
@@ -293,7 +293,7 @@ func TestRealNode(t *testing.T) {
 		t.Fatalf("target = %+v, want %+v", got[0].Targets[0], want)
 	}
 
-	auth := xds.AuthorizerFunc(func(_ context.Context, md metadata.MD, n xdsapi.NodeInfo) error {
+	auth := identity.AuthorizerFunc(func(_ context.Context, md metadata.MD, n xdsapi.NodeInfo) error {
 		if v := md.Get(xdsapi.TokenMetadataKey); len(v) != 1 || v[0] != "tok-"+n.ID || n.Zone != "a" {
 			return errors.New("refused")
 		}
