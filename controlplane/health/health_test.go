@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/dbproxy/dbproxy/dataplane/healthreport"
+	"github.com/dbproxy/dbproxy/internal/testing/testutil"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
@@ -88,7 +89,7 @@ func TestReportAvailableWithRole(t *testing.T) {
 	snap := newSnapshot(proxy("app", writer("db1", true), reader), proxy("other", writer("db9", true)))
 	startReporter(t, env, nodeInfo("n1", "a"), snap.get, nil)
 
-	eventually(t, "db1 AVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
+	testutil.Eventually(t, waitFor, "db1 AVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
 	got := env.svc.TargetHealth("app", "db1")
 	if got.Role != RoleWriter {
 		t.Fatalf("role = %q, want WRITER", got.Role)
@@ -112,7 +113,7 @@ func TestReportAvailableWithRole(t *testing.T) {
 	// A change reaches the control plane without waiting for an interval
 	// (the reporter polls its snapshot).
 	snap.set(proxy("app", writer("db1", false), reader))
-	eventually(t, "db1 UNAVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthUnavailable })
+	testutil.Eventually(t, waitFor, "db1 UNAVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthUnavailable })
 	r := env.svc.TargetHealth("app", "db1")
 	if r.Reports[0].Reason == "" || !strings.Contains(r.Reports[0].Reason, "connection refused") {
 		t.Fatalf("reason = %q", r.Reports[0].Reason)
@@ -120,7 +121,7 @@ func TestReportAvailableWithRole(t *testing.T) {
 	// Each report replaces the node's whole view: a target left out of
 	// the next report is no longer known.
 	snap.set(proxy("app", writer("db1", true)))
-	eventually(t, "db2 forgotten", func() bool { return env.svc.TargetHealth("app", "db2").Health == HealthUnknown })
+	testutil.Eventually(t, waitFor, "db2 forgotten", func() bool { return env.svc.TargetHealth("app", "db2").Health == HealthUnknown })
 }
 
 func TestNodesDisagree(t *testing.T) {
@@ -138,7 +139,7 @@ func TestNodesDisagree(t *testing.T) {
 			env := startService(t)
 			startReporter(t, env, nodeInfo("n1", "a"), newSnapshot(proxy("app", writer("db1", tt.n1))).get, nil)
 			startReporter(t, env, nodeInfo("n2", "b"), newSnapshot(proxy("app", writer("db1", tt.n2))).get, nil)
-			eventually(t, "two reports", func() bool { return len(env.svc.TargetHealth("app", "db1").Reports) == 2 })
+			testutil.Eventually(t, waitFor, "two reports", func() bool { return len(env.svc.TargetHealth("app", "db1").Reports) == 2 })
 			got := env.svc.TargetHealth("app", "db1")
 			if got.Health != tt.wantHealth || got.Role != RoleWriter {
 				t.Fatalf("health = %s/%q, want %s/WRITER", got.Health, got.Role, tt.wantHealth)
@@ -160,9 +161,9 @@ func TestStaleReport(t *testing.T) {
 	t.Run("stream closed", func(t *testing.T) {
 		env := startService(t)
 		rr := startReporter(t, env, nodeInfo("n1", "a"), newSnapshot(proxy("app", writer("db1", true))).get, nil)
-		eventually(t, "AVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
+		testutil.Eventually(t, waitFor, "AVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
 		rr.stop(t)
-		eventually(t, "stream closed", func() bool {
+		testutil.Eventually(t, waitFor, "stream closed", func() bool {
 			env.svc.mu.Lock()
 			defer env.svc.mu.Unlock()
 			n := env.svc.mu.nodes[nodeInfo("n1", "a").Key()]
@@ -189,7 +190,7 @@ func TestStaleReport(t *testing.T) {
 			t.Fatalf("interval = %s, want %s", iv, testInterval)
 		}
 		st.report(proxy("app", writer("db1", true)))
-		eventually(t, "AVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
+		testutil.Eventually(t, waitFor, "AVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
 		env.clock.Advance(testStaleAfter)
 		if got := env.svc.TargetHealth("app", "db1").Health; got != HealthUnknown {
 			t.Fatalf("stale report: %s, want UNKNOWN", got)
@@ -199,7 +200,7 @@ func TestStaleReport(t *testing.T) {
 		}
 		// The next report counts again.
 		st.report(proxy("app", writer("db1", false)))
-		eventually(t, "UNAVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthUnavailable })
+		testutil.Eventually(t, waitFor, "UNAVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthUnavailable })
 	})
 }
 
@@ -232,7 +233,7 @@ func TestRefusedNode(t *testing.T) {
 	t.Run("reporter in the wrong zone", func(t *testing.T) {
 		env := startService(t)
 		rr := startReporter(t, env, nodeInfo("n1", "b"), newSnapshot(proxy("app", writer("db1", true))).get, nil)
-		eventually(t, "the reporter to see the refusal", func() bool {
+		testutil.Eventually(t, waitFor, "the reporter to see the refusal", func() bool {
 			return strings.Contains(rr.r.Status().LastError, "refused") && env.auth.callCount("n1") >= 2
 		})
 		if st := rr.r.Status(); st.Connected || !st.LastReport.IsZero() {
@@ -248,7 +249,7 @@ func TestRefusedNode(t *testing.T) {
 		st.hello(nodeInfo("n1", "a"))
 		st.recv()
 		st.report(proxy("app", writer("db1", true)))
-		eventually(t, "AVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
+		testutil.Eventually(t, waitFor, "AVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
 		env.auth.refuse("n1")
 		st.report(proxy("app", writer("db1", true)))
 		st.wantCode(codes.PermissionDenied)
@@ -263,7 +264,7 @@ func TestRefusedNode(t *testing.T) {
 		st.hello(nodeInfo("n1", "a"))
 		st.recv()
 		st.report(proxy("app", writer("db1", true)))
-		eventually(t, "AVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
+		testutil.Eventually(t, waitFor, "AVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
 		st.hello(nodeInfo("n3", "a"))
 		st.wantCode(codes.PermissionDenied)
 		if n := env.svc.recordCount(); n != 0 {
@@ -278,13 +279,13 @@ func TestStreamRenewal(t *testing.T) {
 	rr := startReporter(t, env, nodeInfo("n1", "a"), snap.get, func(o *healthreport.Options) {
 		o.MaxStreamAge = 100 * time.Millisecond
 	})
-	eventually(t, "AVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
+	testutil.Eventually(t, waitFor, "AVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
 	lastStream := func() uint64 {
 		env.svc.mu.Lock()
 		defer env.svc.mu.Unlock()
 		return env.svc.mu.lastStream
 	}
-	eventually(t, "three renewals", func() bool {
+	testutil.Eventually(t, waitFor, "three renewals", func() bool {
 		// The view stays known across renewals.
 		if h := env.svc.TargetHealth("app", "db1").Health; h != HealthAvailable {
 			t.Fatalf("health during renewals = %s", h)
@@ -296,7 +297,7 @@ func TestStreamRenewal(t *testing.T) {
 	}
 	// Reports keep flowing on the renewed streams.
 	snap.set(proxy("app", writer("db1", false)))
-	eventually(t, "UNAVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthUnavailable })
+	testutil.Eventually(t, waitFor, "UNAVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthUnavailable })
 	if n := env.svc.recordCount(); n != 1 {
 		t.Fatalf("%d node records, want 1", n)
 	}
@@ -344,13 +345,13 @@ func TestReplacedStream(t *testing.T) {
 	old.hello(nodeInfo("n1", "a"))
 	old.recv()
 	old.report(proxy("app", writer("db1", false)))
-	eventually(t, "UNAVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthUnavailable })
+	testutil.Eventually(t, waitFor, "UNAVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthUnavailable })
 
 	cur := dialRaw(t, env.addr, "tok-n1")
 	cur.hello(nodeInfo("n1", "a"))
 	cur.recv()
 	cur.report(proxy("app", writer("db1", true)))
-	eventually(t, "AVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
+	testutil.Eventually(t, waitFor, "AVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
 
 	old.report(proxy("app", writer("db1", false)))
 	old.wantCode(codes.Aborted)
@@ -368,7 +369,7 @@ func TestClose(t *testing.T) {
 	st.hello(nodeInfo("n1", "a"))
 	st.recv()
 	st.report(proxy("app", writer("db1", true)))
-	eventually(t, "AVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
+	testutil.Eventually(t, waitFor, "AVAILABLE", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
 
 	env.svc.Close()
 	env.svc.Close()
@@ -440,9 +441,9 @@ func TestSameIDOtherZone(t *testing.T) {
 	env := startService(t)
 	env.auth.allow("n1", "b")
 	startReporter(t, env, nodeInfo("n1", "a"), newSnapshot(proxy("app", writer("db1", true))).get, nil)
-	eventually(t, "zone a's report", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
+	testutil.Eventually(t, waitFor, "zone a's report", func() bool { return env.svc.TargetHealth("app", "db1").Health == HealthAvailable })
 	startReporter(t, env, nodeInfo("n1", "b"), newSnapshot(proxy("app", writer("db1", false))).get, nil)
-	eventually(t, "both reports", func() bool { return len(env.svc.TargetHealth("app", "db1").Reports) == 2 })
+	testutil.Eventually(t, waitFor, "both reports", func() bool { return len(env.svc.TargetHealth("app", "db1").Reports) == 2 })
 	if got := env.svc.TargetHealth("app", "db1").Health; got != HealthDegraded {
 		t.Fatalf("health with one healthy and one unhealthy report: %s, want DEGRADED", got)
 	}

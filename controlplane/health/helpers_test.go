@@ -257,18 +257,6 @@ func nodeInfo(id, zone string) xdsapi.NodeInfo {
 	return xdsapi.NodeInfo{ID: id, Zone: zone, Address: "127.0.0.1", ListenHost: "127.0.0.1"}
 }
 
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // rawStream is a bare HDS stream that lets a test send exactly what it
 // wants.
 type rawStream struct {

@@ -1,7 +1,6 @@
 package xds
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"net"
@@ -19,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"github.com/dbproxy/dbproxy/internal/testing/testutil"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 	"github.com/dbproxy/dbproxy/internal/xdstest"
 )
@@ -146,30 +146,12 @@ func (a *fakeAuth) callCount(id string) int {
 	return a.mu.calls[id]
 }
 
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type testEnv struct {
 	srv   *Server
 	addr  string
 	build *fakeBuild
 	auth  *fakeAuth
-	logs  *syncBuffer
+	logs  *testutil.SyncBuffer
 	clock *fakeClock
 }
 
@@ -198,7 +180,7 @@ func startServerWith(t *testing.T, adjust func(*Options)) *testEnv {
 	env := &testEnv{
 		build: newFakeBuild(t),
 		auth:  newFakeAuth(map[string]string{"n1": "a", "n2": "b", "n3": "a"}),
-		logs:  &syncBuffer{},
+		logs:  &testutil.SyncBuffer{},
 		clock: &fakeClock{},
 	}
 	env.clock.mu.now = time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC)
@@ -419,18 +401,6 @@ func (c *adsClient) noResponse() {
 	case r := <-c.resps:
 		c.t.Fatalf("unexpected response %s version %s", r.GetTypeUrl(), r.GetVersionInfo())
 	default:
-	}
-}
-
-// eventually polls cond until it holds or the deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/dbproxy/dbproxy/controlplane/identity"
+	"github.com/dbproxy/dbproxy/internal/testing/testutil"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 	"github.com/dbproxy/dbproxy/internal/xdstest"
 )
@@ -223,7 +224,7 @@ func TestNackIsNotResent(t *testing.T) {
 	// request reached the authorizer the NACKs' watches exist.
 	calls := env.auth.callCount("n1")
 	c.send(&discovery.DiscoveryRequest{TypeUrl: resource.RuntimeType})
-	eventually(t, "barrier request", func() bool { return env.auth.callCount("n1") > calls })
+	testutil.Eventually(t, waitFor, "barrier request", func() bool { return env.auth.callCount("n1") > calls })
 
 	if err := <-rolloutErr; !errors.Is(err, ErrRolloutRejected) {
 		t.Fatalf("WaitRollout = %v, want ErrRolloutRejected", err)
@@ -354,7 +355,7 @@ func TestIdentityChangeMidStream(t *testing.T) {
 			}
 			st := c.wantCode(codes.PermissionDenied)
 			mustContain(t, st.Message(), "identity changed mid-stream")
-			eventually(t, "disconnect", func() bool {
+			testutil.Eventually(t, waitFor, "disconnect", func() bool {
 				n, ok := nodeStatus(env.srv, "n1")
 				return ok && !n.Connected
 			})
@@ -389,7 +390,7 @@ func TestDeltaSyncAndAck(t *testing.T) {
 		}
 		c.sendDelta(req)
 	}
-	eventually(t, "delta NACK recorded", func() bool {
+	testutil.Eventually(t, waitFor, "delta NACK recorded", func() bool {
 		st, _ := nodeStatus(env.srv, "n1")
 		return st.LastNack != nil
 	})
@@ -398,7 +399,7 @@ func TestDeltaSyncAndAck(t *testing.T) {
 		t.Fatalf("status = %+v, nack %+v", st, st.LastNack)
 	}
 	c.sendDelta(&discovery.DeltaDiscoveryRequest{TypeUrl: resource.SecretType, ResponseNonce: got[resource.SecretType].GetNonce()})
-	eventually(t, "delta ACK after the NACK", func() bool {
+	testutil.Eventually(t, waitFor, "delta ACK after the NACK", func() bool {
 		st, _ := nodeStatus(env.srv, "n1")
 		return st.AckedVersion == want
 	})
@@ -441,7 +442,7 @@ func TestSecondStreamReplacesFirst(t *testing.T) {
 	first.wantCode(codes.Aborted)
 	version, set := second.recvSet()
 	second.ackAll(set)
-	eventually(t, "second stream's ACK", func() bool {
+	testutil.Eventually(t, waitFor, "second stream's ACK", func() bool {
 		st, _ := nodeStatus(env.srv, "n1")
 		return st.AckedVersion == version
 	})
@@ -455,7 +456,7 @@ func TestSecondStreamReplacesFirst(t *testing.T) {
 	}
 
 	second.cancel()
-	eventually(t, "disconnect", func() bool {
+	testutil.Eventually(t, waitFor, "disconnect", func() bool {
 		st, _ := nodeStatus(env.srv, "n1")
 		return !st.Connected
 	})
@@ -490,7 +491,7 @@ func TestSameIDInAnotherZoneDoesNotTakeOver(t *testing.T) {
 	other.subscribe(node("n1", "b"))
 	_, oset := other.recvSet()
 	other.ackAll(oset)
-	eventually(t, "two records of n1", func() bool { return len(env.srv.Nodes()) == 2 })
+	testutil.Eventually(t, waitFor, "two records of n1", func() bool { return len(env.srv.Nodes()) == 2 })
 
 	// The zone-a stream is still served: a change of zone a reaches it.
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
@@ -665,7 +666,7 @@ func TestDisconnectedNodesAreForgotten(t *testing.T) {
 	c.subscribe(node("n1", "a"))
 	c.recvSet()
 	c.cancel()
-	eventually(t, "n1 disconnected", func() bool {
+	testutil.Eventually(t, waitFor, "n1 disconnected", func() bool {
 		ns := env.srv.Nodes()
 		return len(ns) == 1 && !ns[0].Connected
 	})

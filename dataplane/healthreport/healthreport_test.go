@@ -22,6 +22,7 @@ import (
 	"github.com/dbproxy/dbproxy/dataplane/xdsclient"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
 	"github.com/dbproxy/dbproxy/internal/nodetest"
+	"github.com/dbproxy/dbproxy/internal/testing/testutil"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
@@ -29,17 +30,6 @@ const waitFor = 15 * time.Second
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // waitServing waits until the node's endpoint answers with a greeting, so
@@ -264,7 +254,7 @@ func TestFromNodeTargetNeverReached(t *testing.T) {
 	}
 	waitServing(t, n, "main", "rw")
 	var got []healthreport.ProxyHealth
-	eventually(t, "a finished check", func() bool {
+	testutil.Eventually(t, waitFor, "a finished check", func() bool {
 		got = snap()
 		return len(got) == 1 && len(got[0].Targets) == 1 && !got[0].Targets[0].Unchecked
 	})
@@ -339,7 +329,7 @@ func TestRealNode(t *testing.T) {
 		}
 	}()
 
-	eventually(t, "AVAILABLE WRITER", func() bool {
+	testutil.Eventually(t, waitFor, "AVAILABLE WRITER", func() bool {
 		th := svc.TargetHealth("main", "db1")
 		return th.Health == health.HealthAvailable && th.Role == health.RoleWriter
 	})
@@ -350,14 +340,14 @@ func TestRealNode(t *testing.T) {
 	if err := srv.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the node to see the server gone", func() bool {
+	testutil.Eventually(t, waitFor, "the node to see the server gone", func() bool {
 		th := snap()[0].Targets[0]
 		return !th.Healthy && th.Reason != ""
 	})
 	if th := snap()[0].Targets[0]; th.Role != "WRITER" {
 		t.Fatalf("role after the server stopped = %q, want the last seen WRITER", th.Role)
 	}
-	eventually(t, "UNAVAILABLE", func() bool { return svc.TargetHealth("main", "db1").Health == health.HealthUnavailable })
+	testutil.Eventually(t, waitFor, "UNAVAILABLE", func() bool { return svc.TargetHealth("main", "db1").Health == health.HealthUnavailable })
 	if rep := svc.TargetHealth("main", "db1").Reports; len(rep) != 1 || rep[0].Reason == "" || rep[0].Node != "n1" {
 		t.Fatalf("reports = %+v", rep)
 	}

@@ -26,6 +26,7 @@ import (
 	"github.com/dbproxy/dbproxy/internal/drivertest"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
 	"github.com/dbproxy/dbproxy/internal/nodetest"
+	"github.com/dbproxy/dbproxy/internal/testing/testutil"
 	"github.com/dbproxy/dbproxy/internal/vocab"
 )
 
@@ -91,18 +92,6 @@ func nodeOpenClients(t testing.TB, env *nodetest.Env) float64 {
 		n += promValue(t, env.Node.Metrics().ClientConnections.WithLabelValues(env.Config.Proxies[0].Name, env.Config.Proxies[0].Endpoints[0].Name, tls))
 	}
 	return n
-}
-
-// pollUntil polls cond until it holds or d passes.
-func pollUntil(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // cli runs the mariadb command-line client against addr (host:port) as the
@@ -537,7 +526,7 @@ func TestCachingSHA2(t *testing.T) {
 			wantDenied(t, login(t, rec.addr, "nobody", nodetest.Password, tc.params))
 			// The node counts a failure after the client has its error.
 			failures := env.Node.Metrics().ClientSetupFailures.WithLabelValues(env.Config.Proxies[0].Name, env.Config.Proxies[0].Endpoints[0].Name, "auth")
-			pollUntil(t, 5*time.Second, "4 auth setup failures", func() bool { return promValue(t, failures) == 4 })
+			testutil.Eventually(t, 5*time.Second, "4 auth setup failures", func() bool { return promValue(t, failures) == 4 })
 		})
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/dbproxy/dbproxy/dataplane/node"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
 	"github.com/dbproxy/dbproxy/internal/nodetest"
+	"github.com/dbproxy/dbproxy/internal/testing/testutil"
 )
 
 // rawConn is a client connection spoken to packet by packet, without the
@@ -262,7 +263,7 @@ func TestMaxClientConnections(t *testing.T) {
 		t.Fatalf("state %s", e.State)
 	}
 	raw.expectClosed(5 * time.Second)
-	pollUntil(t, 5*time.Second, "2 refusals counted", func() bool { return refused(t) == 2 })
+	testutil.Eventually(t, 5*time.Second, "2 refusals counted", func() bool { return refused(t) == 2 })
 
 	// The five are unaffected.
 	for i, c := range conns {
@@ -275,7 +276,7 @@ func TestMaxClientConnections(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sixth *sql.Conn
-	pollUntil(t, 5*time.Second, "a slot after a client left", func() bool {
+	testutil.Eventually(t, 5*time.Second, "a slot after a client left", func() bool {
 		c, err := db.Conn(ctx)
 		if err != nil {
 			wantMySQLError(t, err, 1040)
@@ -332,7 +333,7 @@ func TestIdleClientTimeout(t *testing.T) {
 		mustExec(t, conn, "CREATE TABLE IF NOT EXISTS idle_t (id INT PRIMARY KEY)")
 		mustExec(t, conn, "BEGIN")
 		mustExec(t, conn, "INSERT INTO idle_t VALUES (1)")
-		pollUntil(t, idle+5*time.Second, "the node to drop its idle clients", func() bool { return nodeOpenClients(t, env) == 0 })
+		testutil.Eventually(t, idle+5*time.Second, "the node to drop its idle clients", func() bool { return nodeOpenClients(t, env) == 0 })
 		err = conn.PingContext(ctx)
 		t.Logf("ping after the idle timeout: %v", err)
 		var me *gomysql.MySQLError
@@ -520,7 +521,7 @@ func TestHandshakeTimeout(t *testing.T) {
 		c.expectClosed(timeout + 5*time.Second)
 		within(t, time.Since(start))
 	})
-	pollUntil(t, 5*time.Second, "6 handshake timeouts counted", func() bool { return timeouts(t) == 6 })
+	testutil.Eventually(t, 5*time.Second, "6 handshake timeouts counted", func() bool { return timeouts(t) == 6 })
 	// The client logged in before all this waited longer than the
 	// handshake timeout and still works.
 	if got := queryString(t, db, "SELECT 2"); got != "2" {
@@ -819,7 +820,7 @@ func TestBorrowTimeout(t *testing.T) {
 		_, err := b.ExecContext(ctx, "INSERT INTO bt VALUES (3)")
 		got <- err
 	}()
-	pollUntil(t, 5*time.Second, "the waiter to queue", func() bool { return pool.Stats().Waiting == 1 })
+	testutil.Eventually(t, 5*time.Second, "the waiter to queue", func() bool { return pool.Stats().Waiting == 1 })
 	if err := txA.Commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -890,7 +891,7 @@ func TestWrongPassword(t *testing.T) {
 			t.Fatalf("%s", res)
 		}
 	})
-	pollUntil(t, 5*time.Second, "24 auth failures counted", func() bool { return authFailures(t) == 24 })
+	testutil.Eventually(t, 5*time.Second, "24 auth failures counted", func() bool { return authFailures(t) == 24 })
 	if err := open(nodetest.User, nodetest.Password); err != nil {
 		t.Fatalf("right password after wrong ones: %v", err)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/dbproxy/dbproxy/dataplane/config"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
 	"github.com/dbproxy/dbproxy/internal/nodetest"
+	"github.com/dbproxy/dbproxy/internal/testing/testutil"
 	"github.com/dbproxy/dbproxy/internal/vocab"
 )
 
@@ -206,7 +207,7 @@ func TestReadRunsAgainWhenItsConnectionDies(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- run(stmt) }()
 		var id int64
-		pollUntil(t, 10*time.Second, "the statement waiting for the lock", func() bool {
+		testutil.Eventually(t, 10*time.Second, "the statement waiting for the lock", func() bool {
 			return direct.QueryRowContext(t.Context(), "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = ?", stmt).Scan(&id) == nil
 		})
 		mustExec(t, direct, fmt.Sprintf("KILL CONNECTION %d", id))

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/dbproxy/dbproxy/internal/testing/testutil"
 )
 
 func TestMain(m *testing.M) {
@@ -165,21 +167,6 @@ func mustGet(t *testing.T, p *testPool, key string) *fakeConn {
 	return c
 }
 
-// waitFor polls cond until it holds or a deadline passes.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.After(10 * time.Second)
-	tick := time.NewTicker(time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		select {
-		case <-deadline:
-			t.Fatalf("timed out waiting for %s", what)
-		case <-tick.C:
-		}
-	}
-}
-
 func waiting(p *testPool, n int) func() bool {
 	return func() bool { return p.Stats().Waiting == n }
 }
@@ -323,7 +310,7 @@ func TestWaiterHandoffSameKey(t *testing.T) {
 	p, d, _ := newTestPool(t, Options[string, *fakeConn]{Max: 1, MaxIdle: 1})
 	c := mustGet(t, p, "app")
 	res := goGet(ctxTimeout(t, 10*time.Second), p, "app")
-	waitFor(t, "a waiter", waiting(p, 1))
+	testutil.Eventually(t, 10*time.Second, "a waiter", waiting(p, 1))
 	p.Put("app", c, true)
 	r := <-res
 	if r.err != nil || r.c != c {
@@ -341,7 +328,7 @@ func TestWaiterOtherKeyGetsSlot(t *testing.T) {
 	p, d, _ := newTestPool(t, Options[string, *fakeConn]{Max: 1, MaxIdle: 1})
 	c := mustGet(t, p, "alice")
 	res := goGet(ctxTimeout(t, 10*time.Second), p, "bob")
-	waitFor(t, "a waiter", waiting(p, 1))
+	testutil.Eventually(t, 10*time.Second, "a waiter", waiting(p, 1))
 	p.Put("alice", c, true)
 	r := <-res
 	if r.err != nil {
@@ -362,7 +349,7 @@ func TestWaiterGetsSlotOfClosedConn(t *testing.T) {
 	p, _, _ := newTestPool(t, Options[string, *fakeConn]{Max: 1, MaxIdle: 1})
 	c := mustGet(t, p, "alice")
 	res := goGet(ctxTimeout(t, 10*time.Second), p, "alice")
-	waitFor(t, "a waiter", waiting(p, 1))
+	testutil.Eventually(t, 10*time.Second, "a waiter", waiting(p, 1))
 	p.Put("alice", c, false)
 	r := <-res
 	if r.err != nil || r.c == c {
@@ -455,7 +442,7 @@ func TestSetLimits(t *testing.T) {
 		held := mustGet(t, p, "app")
 		ctx := ctxTimeout(t, 10*time.Second)
 		r1, r2 := goGet(ctx, p, "app"), goGet(ctx, p, "other")
-		waitFor(t, "two waiters", waiting(p, 2))
+		testutil.Eventually(t, 10*time.Second, "two waiters", waiting(p, 2))
 		p.SetLimits(3, 3)
 		a, b := <-r1, <-r2
 		if a.err != nil || b.err != nil {
@@ -633,7 +620,7 @@ func TestReapWakesWaiter(t *testing.T) {
 		t.Fatal("idle connection not evicted for another key")
 	}
 	res := goGet(ctxTimeout(t, 10*time.Second), p, "third")
-	waitFor(t, "a waiter", waiting(p, 1))
+	testutil.Eventually(t, 10*time.Second, "a waiter", waiting(p, 1))
 	p.Put("app", b, true) // traded for the waiter's slot
 	r := <-res
 	if r.err != nil || r.c.key != "third" {
@@ -670,7 +657,7 @@ func TestClose(t *testing.T) {
 	filler := mustGet(t, p, "app")
 	ctx := ctxTimeout(t, 10*time.Second)
 	w1, w2 := goGet(ctx, p, "app"), goGet(ctx, p, "other")
-	waitFor(t, "two waiters", waiting(p, 2))
+	testutil.Eventually(t, 10*time.Second, "two waiters", waiting(p, 2))
 	dials := d.calls.Load()
 
 	p.Close()

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/dbproxy/dbproxy/controlplane/xds"
+	"github.com/dbproxy/dbproxy/internal/testing/testutil"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 	"github.com/dbproxy/dbproxy/internal/xdstest"
 )
@@ -24,7 +25,7 @@ func TestMain(m *testing.M) {
 
 func TestNewValidates(t *testing.T) {
 	rec := &applyRecorder{}
-	base := testOptions("127.0.0.1:1", rec, &syncBuffer{})
+	base := testOptions("127.0.0.1:1", rec, &testutil.SyncBuffer{})
 	tests := []struct {
 		name    string
 		mutate  func(*Options)
@@ -106,7 +107,7 @@ func TestBackoffUsesInjectedClock(t *testing.T) {
 func TestInitialSyncAppliesOnce(t *testing.T) {
 	cp := startControlPlane(t, "", nil, nil)
 	rec := &applyRecorder{}
-	c, err := New(testOptions(cp.addr, rec, &syncBuffer{}))
+	c, err := New(testOptions(cp.addr, rec, &testutil.SyncBuffer{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +136,7 @@ func TestInitialSyncAppliesOnce(t *testing.T) {
 	if got := rec.versions(); len(got) != 1 {
 		t.Fatalf("applied %d times: %v", len(got), got)
 	}
-	eventually(t, "status", func() bool { s := c.Status(); return s.Connected && s.Version == want && !s.LastApplied.IsZero() })
+	testutil.Eventually(t, waitFor, "status", func() bool { s := c.Status(); return s.Connected && s.Version == want && !s.LastApplied.IsZero() })
 	if s := c.Status(); s.LastError != "" {
 		t.Fatalf("LastError = %q", s.LastError)
 	}
@@ -144,7 +145,7 @@ func TestInitialSyncAppliesOnce(t *testing.T) {
 func TestNewVersionAppliedAndAcked(t *testing.T) {
 	cp := startControlPlane(t, "", nil, nil)
 	rec := &applyRecorder{}
-	c, err := New(testOptions(cp.addr, rec, &syncBuffer{}))
+	c, err := New(testOptions(cp.addr, rec, &testutil.SyncBuffer{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,7 +171,7 @@ func TestNewVersionAppliedAndAcked(t *testing.T) {
 func TestRejectedVersionIsNacked(t *testing.T) {
 	cp := startControlPlane(t, "", nil, nil)
 	rec := &applyRecorder{}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	c, err := New(testOptions(cp.addr, rec, logs))
 	if err != nil {
 		t.Fatal(err)
@@ -224,16 +225,16 @@ func TestRejectedVersionIsNacked(t *testing.T) {
 func TestReconnectAfterServerRestart(t *testing.T) {
 	cp := startControlPlane(t, "", nil, nil)
 	rec := &applyRecorder{}
-	c, err := New(testOptions(cp.addr, rec, &syncBuffer{}))
+	c, err := New(testOptions(cp.addr, rec, &testutil.SyncBuffer{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	runClient(t, c)
 	rec.waitCalls(t, 1)
-	eventually(t, "connected", func() bool { return c.Status().Connected })
+	testutil.Eventually(t, waitFor, "connected", func() bool { return c.Status().Connected })
 
 	cp.stop()
-	eventually(t, "disconnected", func() bool { return !c.Status().Connected })
+	testutil.Eventually(t, waitFor, "disconnected", func() bool { return !c.Status().Connected })
 
 	build := cp.build
 	rev, v2 := build.set("a", "after-restart")
@@ -244,25 +245,25 @@ func TestReconnectAfterServerRestart(t *testing.T) {
 	if _, err := cp2.waitRollout(rev); err != nil {
 		t.Fatalf("WaitRollout on the new server: %v", err)
 	}
-	eventually(t, "connected again", func() bool { return c.Status().Connected })
+	testutil.Eventually(t, waitFor, "connected again", func() bool { return c.Status().Connected })
 }
 
 func TestReconnectSameVersionIsNotReapplied(t *testing.T) {
 	cp := startControlPlane(t, "", nil, nil)
 	rec := &applyRecorder{}
-	c, err := New(testOptions(cp.addr, rec, &syncBuffer{}))
+	c, err := New(testOptions(cp.addr, rec, &testutil.SyncBuffer{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	runClient(t, c)
 	rec.waitCalls(t, 1)
 	cp.stop()
-	eventually(t, "disconnected", func() bool { return !c.Status().Connected })
+	testutil.Eventually(t, waitFor, "disconnected", func() bool { return !c.Status().Connected })
 
 	// The restarted server knows nothing about the node, yet it gets an
 	// ACK of every type (the client asks with an empty version).
 	cp2 := startControlPlane(t, cp.addr, cp.build, cp.auth)
-	eventually(t, "reconnect", func() bool { return cp2.node("n1").Connected })
+	testutil.Eventually(t, waitFor, "reconnect", func() bool { return cp2.node("n1").Connected })
 	st, err := cp2.waitRollout(1)
 	if err != nil || len(st) != 1 {
 		t.Fatalf("WaitRollout = %+v, %v", st, err)
@@ -276,7 +277,7 @@ func TestCacheRoundTrip(t *testing.T) {
 	cp := startControlPlane(t, "", nil, nil)
 	file := filepath.Join(t.TempDir(), "config.bin")
 	rec := &applyRecorder{}
-	opts := testOptions(cp.addr, rec, &syncBuffer{})
+	opts := testOptions(cp.addr, rec, &testutil.SyncBuffer{})
 	opts.CacheFile, opts.CacheKey = file, testKey(7)
 	c, err := New(opts)
 	if err != nil {
@@ -378,7 +379,7 @@ func TestCorruptCacheIgnored(t *testing.T) {
 			tt.corrupt(t, file)
 
 			rec := &applyRecorder{}
-			logs := &syncBuffer{}
+			logs := &testutil.SyncBuffer{}
 			opts := testOptions(cp.addr, rec, logs)
 			opts.CacheFile, opts.CacheKey = file, testKey(7)
 			c, err := New(opts)
@@ -406,7 +407,7 @@ func TestCorruptCacheIgnored(t *testing.T) {
 func TestRefusedNodeIsLoggedAndRetried(t *testing.T) {
 	cp := startControlPlane(t, "", nil, nil)
 	rec := &applyRecorder{}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	opts := testOptions(cp.addr, rec, logs)
 	opts.Node.Zone = "b" // n1 belongs to zone a
 	c, err := New(opts)
@@ -414,10 +415,10 @@ func TestRefusedNodeIsLoggedAndRetried(t *testing.T) {
 		t.Fatal(err)
 	}
 	runClient(t, c)
-	eventually(t, "refusal logged", func() bool {
+	testutil.Eventually(t, waitFor, "refusal logged", func() bool {
 		return bytesContains([]byte(logs.String()), "control plane refused this node: node n1 may not receive configuration for zone b")
 	})
-	eventually(t, "retries", func() bool { return cp.auth.callCount() >= 3 })
+	testutil.Eventually(t, waitFor, "retries", func() bool { return cp.auth.callCount() >= 3 })
 	s := c.Status()
 	mustContain(t, s.LastError, "refused")
 	if s.Connected || s.Version != "" {
@@ -433,12 +434,12 @@ func TestRefusedNodeIsLoggedAndRetried(t *testing.T) {
 
 func TestRunTwice(t *testing.T) {
 	rec := &applyRecorder{}
-	c, err := New(testOptions("127.0.0.1:1", rec, &syncBuffer{}))
+	c, err := New(testOptions("127.0.0.1:1", rec, &testutil.SyncBuffer{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	stop := runClient(t, c)
-	eventually(t, "first Run to start", func() bool { return c.running.Load() })
+	testutil.Eventually(t, waitFor, "first Run to start", func() bool { return c.running.Load() })
 	if err := c.Run(context.Background()); !errors.Is(err, ErrRunning) {
 		t.Fatalf("second Run = %v, want ErrRunning", err)
 	}
@@ -448,7 +449,7 @@ func TestRunTwice(t *testing.T) {
 func TestStreamRenewedBeforeTokenExpires(t *testing.T) {
 	cp := startControlPlane(t, "", nil, nil)
 	rec := &applyRecorder{}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	opts := testOptions(cp.addr, rec, logs)
 	tokens := 0
 	var mu sync.Mutex
@@ -466,7 +467,7 @@ func TestStreamRenewedBeforeTokenExpires(t *testing.T) {
 	}
 	runClient(t, c)
 	rec.waitCalls(t, 1)
-	eventually(t, "three streams with fresh tokens", func() bool {
+	testutil.Eventually(t, waitFor, "three streams with fresh tokens", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return tokens >= 3
@@ -484,7 +485,7 @@ func TestStreamRenewedBeforeTokenExpires(t *testing.T) {
 	if _, err := cp.waitRollout(rev); err != nil {
 		t.Fatalf("rollout across renewed streams: %v", err)
 	}
-	eventually(t, "the new version applied", func() bool { return c.Status().Version == v1 })
+	testutil.Eventually(t, waitFor, "the new version applied", func() bool { return c.Status().Version == v1 })
 }
 
 // TestRunningVersionAppliedAgainAfterARejection: a node may act on part of
@@ -494,7 +495,7 @@ func TestStreamRenewedBeforeTokenExpires(t *testing.T) {
 func TestRunningVersionAppliedAgainAfterARejection(t *testing.T) {
 	cp := startControlPlane(t, "", nil, nil)
 	rec := &applyRecorder{}
-	logs := &syncBuffer{}
+	logs := &testutil.SyncBuffer{}
 	c, err := New(testOptions(cp.addr, rec, logs))
 	if err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/dbproxy/dbproxy/controlplane/xds"
+	"github.com/dbproxy/dbproxy/internal/testing/testutil"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 	"github.com/dbproxy/dbproxy/internal/xdstest"
 )
@@ -109,24 +110,6 @@ func (a *fakeAuth) callCount() int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.mu.calls
-}
-
-// syncBuffer is a goroutine-safe log sink.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // controlPlane is an in-process xds.Server on a loopback port.
@@ -257,7 +240,7 @@ func (r *applyRecorder) call(i int) applyCall {
 
 func (r *applyRecorder) waitCalls(t *testing.T, n int) []string {
 	t.Helper()
-	eventually(t, "apply calls", func() bool { return len(r.versions()) >= n })
+	testutil.Eventually(t, waitFor, "apply calls", func() bool { return len(r.versions()) >= n })
 	return r.versions()
 }
 
@@ -294,17 +277,6 @@ func testOptions(target string, rec *applyRecorder, logs io.Writer) Options {
 }
 
 func testKey(b byte) []byte { return bytes.Repeat([]byte{b}, 32) }
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitFor)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
 
 func mustContain(t *testing.T, s, sub string) {
 	t.Helper()

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/dbproxy/dbproxy/internal/testing/testutil"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
@@ -158,7 +159,7 @@ func TestProtocolExchange(t *testing.T) {
 	env := startScripted(t)
 	rec := &applyRecorder{}
 	rec.failVersion("v3", "secret db/s1: no password")
-	opts := testOptions(env.addr, rec, &syncBuffer{})
+	opts := testOptions(env.addr, rec, &testutil.SyncBuffer{})
 	c, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
@@ -279,7 +280,7 @@ func TestProtocolExchange(t *testing.T) {
 func TestApplyContextEndsWithRun(t *testing.T) {
 	env := startScripted(t)
 	started := make(chan struct{})
-	opts := testOptions(env.addr, &applyRecorder{}, &syncBuffer{})
+	opts := testOptions(env.addr, &applyRecorder{}, &testutil.SyncBuffer{})
 	opts.Apply = func(ctx context.Context, _ string, _ map[string][]*anypb.Any) error {
 		close(started)
 		<-ctx.Done()
