@@ -3,7 +3,6 @@ package health
 import (
 	"context"
 	"errors"
-	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,6 +18,7 @@ import (
 	"github.com/dbproxy/dbproxy/dataplane/healthreport"
 	"github.com/dbproxy/dbproxy/dataplane/xdsclient"
 	"github.com/dbproxy/dbproxy/internal/mysqltest"
+	"github.com/dbproxy/dbproxy/internal/testing/testutil"
 	"github.com/dbproxy/dbproxy/internal/xdsapi"
 )
 
@@ -136,24 +136,7 @@ func startService(t *testing.T) *testEnv {
 		t.Fatal(err)
 	}
 	env.svc = svc
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	env.addr = lis.Addr().String()
-	// Stop then waits for the handlers, for goleak.
-	g := grpc.NewServer(grpc.WaitForHandlers(true))
-	svc.Register(g)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = g.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		svc.Close()
-		g.Stop()
-		<-served
-	})
+	env.addr = testutil.ServeGRPC(t, "127.0.0.1:0", svc.Register, svc.Close).Addr
 	return env
 }
 

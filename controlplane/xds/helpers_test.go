@@ -3,7 +3,6 @@ package xds
 import (
 	"context"
 	"errors"
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -198,23 +197,7 @@ func startServerWith(t *testing.T, adjust func(*Options)) *testEnv {
 		t.Fatal(err)
 	}
 	env.srv = srv
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	env.addr = lis.Addr().String()
-	g := grpc.NewServer()
-	srv.Register(g)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = g.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		srv.Close()
-		g.Stop()
-		<-served
-	})
+	env.addr = testutil.ServeGRPC(t, "127.0.0.1:0", srv.Register, srv.Close).Addr
 	return env
 }
 

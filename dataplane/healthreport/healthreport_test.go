@@ -10,7 +10,6 @@ import (
 
 	core "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"go.uber.org/goleak"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/protobuf/proto"
 
@@ -293,25 +292,11 @@ func TestRealNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(grpc.WaitForHandlers(true))
-	svc.Register(g)
-	served := make(chan struct{})
-	go func() {
-		defer close(served)
-		_ = g.Serve(ln)
-	}()
-	defer func() {
-		svc.Close()
-		g.Stop()
-		<-served
-	}()
+	gs := testutil.ServeGRPC(t, "127.0.0.1:0", svc.Register, svc.Close)
+	defer gs.Stop()
 
 	o := validOptions()
-	o.Target = ln.Addr().String()
+	o.Target = gs.Addr
 	o.Snapshot = snap
 	o.Logger = mysqltest.TestLogger(t).Named("reporter")
 	o.PollInterval = 20 * time.Millisecond

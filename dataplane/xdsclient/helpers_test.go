@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"io"
-	"net"
 	"os"
 	"strings"
 	"sync"
@@ -13,7 +12,6 @@ import (
 
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/hashicorp/go-hclog"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -114,14 +112,12 @@ func (a *fakeAuth) callCount() int {
 
 // controlPlane is an in-process xds.Server on a loopback port.
 type controlPlane struct {
-	t      *testing.T
-	build  *fakeBuild
-	auth   *fakeAuth
-	addr   string
-	srv    *xds.Server
-	g      *grpc.Server
-	served chan struct{}
-	once   sync.Once
+	t     *testing.T
+	build *fakeBuild
+	auth  *fakeAuth
+	addr  string
+	srv   *xds.Server
+	gs    *testutil.GRPCServer
 }
 
 // startControlPlane serves on addr ("" picks a free port) with build and
@@ -141,27 +137,14 @@ func startControlPlane(t *testing.T, addr string, build *fakeBuild, auth *fakeAu
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cp := &controlPlane{t: t, build: build, auth: auth, addr: lis.Addr().String(), srv: srv, g: grpc.NewServer(), served: make(chan struct{})}
-	srv.Register(cp.g)
-	go func() {
-		defer close(cp.served)
-		_ = cp.g.Serve(lis)
-	}()
-	t.Cleanup(cp.stop)
+	cp := &controlPlane{t: t, build: build, auth: auth, srv: srv}
+	cp.gs = testutil.ServeGRPC(t, addr, srv.Register, srv.Close)
+	cp.addr = cp.gs.Addr
 	return cp
 }
 
-func (cp *controlPlane) stop() {
-	cp.once.Do(func() {
-		cp.srv.Close()
-		cp.g.Stop()
-		<-cp.served
-	})
-}
+// stop stops the control plane; later calls do nothing.
+func (cp *controlPlane) stop() { cp.gs.Stop() }
 
 func (cp *controlPlane) refresh() {
 	cp.t.Helper()

@@ -2,7 +2,6 @@ package xdsclient
 
 import (
 	"context"
-	"net"
 	"slices"
 	"strconv"
 	"testing"
@@ -74,22 +73,8 @@ func startScripted(t *testing.T) *scriptedEnv {
 		reqs:  make(chan *discovery.DiscoveryRequest, 64),
 		resps: make(chan *discovery.DiscoveryResponse),
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer()
-	discovery.RegisterAggregatedDiscoveryServiceServer(g, ads)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = g.Serve(lis)
-	}()
-	t.Cleanup(func() {
-		g.Stop()
-		<-done
-	})
-	return &scriptedEnv{t: t, ads: ads, addr: lis.Addr().String()}
+	gs := testutil.ServeGRPC(t, "127.0.0.1:0", func(g *grpc.Server) { discovery.RegisterAggregatedDiscoveryServiceServer(g, ads) }, nil)
+	return &scriptedEnv{t: t, ads: ads, addr: gs.Addr}
 }
 
 // send sends one response of type typ at version and returns its nonce.
