@@ -11,6 +11,7 @@ import (
 
 	"github.com/dbproxy/dbproxy/controlplane/store"
 	"github.com/dbproxy/dbproxy/internal/model"
+	"github.com/dbproxy/dbproxy/internal/vocab"
 )
 
 // proxyRoutes registers the proxies collection.
@@ -47,7 +48,7 @@ func proxyMustExist(tx store.Reader, proxy string) error {
 // authentication, a login of that user belongs to. override, when not
 // nil, stands for the stored secret of its name.
 func checkUsernames(tx store.Tx, p *model.Proxy, override *model.Secret) error {
-	seen := map[string]int{}
+	users := make([]string, len(p.Auth))
 	for i, au := range p.Auth {
 		var sec model.Secret
 		if override != nil && au.Secret == override.Name {
@@ -57,11 +58,11 @@ func checkUsernames(tx store.Tx, p *model.Proxy, override *model.Secret) error {
 		} else if err != nil {
 			return err
 		}
-		if j, dup := seen[sec.Username]; dup {
-			return errConflict(fmt.Sprintf("auth[%d].secret", i), "secret %q has username %q, as secret %q of auth[%d] of proxy %q does; a proxy's auth blocks need distinct usernames",
-				au.Secret, sec.Username, p.Auth[j].Secret, j, p.Name)
-		}
-		seen[sec.Username] = i
+		users[i] = sec.Username
+	}
+	if j, i, dup := vocab.DuplicateUsername(users); dup {
+		return errConflict(fmt.Sprintf("auth[%d].secret", i), "secret %q has username %q, as secret %q of auth[%d] of proxy %q does; a proxy's auth blocks need distinct usernames",
+			p.Auth[i].Secret, users[i], p.Auth[j].Secret, j, p.Name)
 	}
 	return nil
 }

@@ -248,14 +248,14 @@ func (b *builder) addProxy(p model.Proxy) error {
 	}
 	// The API refuses this; state stored before it did is named here
 	// rather than NACKed by every node of the zone.
-	users := map[string]string{}
-	for _, a := range p.Auth {
+	users := make([]string, len(p.Auth))
+	for i, a := range p.Auth {
 		if s, ok := b.ix.secrets[a.Secret]; ok {
-			if other, dup := users[s.Username]; dup {
-				return fmt.Errorf("%w: proxy %s: secrets %s and %s have the same username %q; give each auth block its own user", ErrInvalidState, p.Name, other, a.Secret, s.Username)
-			}
-			users[s.Username] = a.Secret
+			users[i] = s.Username
 		}
+	}
+	if j, i, dup := vocab.DuplicateUsername(users); dup {
+		return fmt.Errorf("%w: proxy %s: secrets %s and %s have the same username %q; give each auth block its own user", ErrInvalidState, p.Name, p.Auth[j].Secret, p.Auth[i].Secret, users[i])
 	}
 	maxClients := p.MaxClientConnections
 	if maxClients == 0 {

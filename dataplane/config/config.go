@@ -391,19 +391,14 @@ func (c *Config) Validate() error {
 		if len(p.Auth) == 0 {
 			bad(f+".auth", "at least one auth block is required")
 		}
-		users := map[string]int{}
+		users := make([]string, len(p.Auth))
 		for j, a := range p.Auth {
 			af := fmt.Sprintf("%s.auth[%d]", f, j)
 			if !secrets[a.Secret] {
 				bad(af+".secret", "unknown secret %q", a.Secret)
 			}
-			// One block per username: a login must belong to exactly
-			// one, with its password or IAM authentication.
 			if sec, ok := c.SecretByName(a.Secret); ok {
-				if k, dup := users[sec.Username]; dup {
-					bad(af+".secret", "secret %q has username %q, as the secret of auth[%d] does; auth blocks need distinct usernames", a.Secret, sec.Username, k)
-				}
-				users[sec.Username] = j
+				users[j] = sec.Username
 			}
 			if a.IAMAuth != vocab.IAMAuthDisabled && a.IAMAuth != vocab.IAMAuthRequired {
 				bad(af+".iam_auth", "must be DISABLED or REQUIRED, got %q", a.IAMAuth)
@@ -411,6 +406,9 @@ func (c *Config) Validate() error {
 			if a.ClientPasswordAuthType != vocab.AuthNativePassword && a.ClientPasswordAuthType != vocab.AuthCachingSHA2Password {
 				bad(af+".client_password_auth_type", "must be %s or %s, got %q", vocab.AuthNativePassword, vocab.AuthCachingSHA2Password, a.ClientPasswordAuthType)
 			}
+		}
+		if k, j, dup := vocab.DuplicateUsername(users); dup {
+			bad(fmt.Sprintf("%s.auth[%d].secret", f, j), "secret %q has username %q, as the secret of auth[%d] does; auth blocks need distinct usernames", p.Auth[j].Secret, users[j], k)
 		}
 		if len(p.Endpoints) == 0 {
 			bad(f+".endpoints", "at least one endpoint is required")
@@ -444,19 +442,11 @@ func (c *Config) Validate() error {
 		}
 		pc := p.Pool
 		pf := f + ".connection_pool_config"
-		if pc.MaxConnectionsPercent < 1 || pc.MaxConnectionsPercent > 100 {
-			bad(pf+".max_connections_percent", "must be 1-100, got %d", pc.MaxConnectionsPercent)
-		}
-		if pc.MaxIdleConnectionsPercent < 0 || pc.MaxIdleConnectionsPercent > pc.MaxConnectionsPercent {
-			bad(pf+".max_idle_connections_percent", "must be 0-max_connections_percent, got %d", pc.MaxIdleConnectionsPercent)
+		for _, p := range vocab.PoolProblems(pc.MaxConnectionsPercent, pc.MaxIdleConnectionsPercent, pc.SessionPinningFilters) {
+			bad(pf+"."+p.Field, "%s", p.Message)
 		}
 		if pc.ConnectionBorrowTimeout < 0 {
 			bad(pf+".connection_borrow_timeout", "must not be negative")
-		}
-		for k, s := range pc.SessionPinningFilters {
-			if s != vocab.PinningFilterExcludeVariableSets {
-				bad(fmt.Sprintf("%s.session_pinning_filters[%d]", pf, k), "must be EXCLUDE_VARIABLE_SETS, got %q", s)
-			}
 		}
 	}
 	return errors.Join(errs...)

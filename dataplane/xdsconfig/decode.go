@@ -176,19 +176,11 @@ const maxSeconds = 365 * 24 * 3600
 
 func validatePool(pc xdsapi.PoolConfig) error {
 	var errs []error
-	if pc.MaxConnectionsPercent < 1 || pc.MaxConnectionsPercent > 100 {
-		errs = append(errs, fmt.Errorf("max_connections_percent must be 1-100, got %d", pc.MaxConnectionsPercent))
-	}
-	if pc.MaxIdleConnectionsPercent < 0 || pc.MaxIdleConnectionsPercent > pc.MaxConnectionsPercent {
-		errs = append(errs, fmt.Errorf("max_idle_connections_percent must be 0-max_connections_percent, got %d", pc.MaxIdleConnectionsPercent))
+	for _, p := range vocab.PoolProblems(pc.MaxConnectionsPercent, pc.MaxIdleConnectionsPercent, pc.SessionPinningFilters) {
+		errs = append(errs, fmt.Errorf("%s %s", p.Field, p.Message))
 	}
 	if pc.ConnectionBorrowTimeoutSec < 0 || pc.ConnectionBorrowTimeoutSec > maxSeconds {
 		errs = append(errs, fmt.Errorf("connection_borrow_timeout_seconds must be 0-%d, got %d", maxSeconds, pc.ConnectionBorrowTimeoutSec))
-	}
-	for _, f := range pc.SessionPinningFilters {
-		if f != vocab.PinningFilterExcludeVariableSets {
-			errs = append(errs, fmt.Errorf("session_pinning_filters: %q is not %s", f, vocab.PinningFilterExcludeVariableSets))
-		}
 	}
 	return errors.Join(errs...)
 }

@@ -189,11 +189,8 @@ func (g *TargetGroup) Validate() error {
 	checkName(&es, "proxy", g.Proxy, proxyNameRE, "proxy name")
 	pc := g.ConnectionPoolConfig
 	const f = "connection_pool_config."
-	if pc.MaxConnectionsPercent < 1 || pc.MaxConnectionsPercent > 100 {
-		es.add(f+"max_connections_percent", "must be 1-100, got %d", pc.MaxConnectionsPercent)
-	}
-	if pc.MaxIdleConnectionsPercent < 0 || pc.MaxIdleConnectionsPercent > pc.MaxConnectionsPercent {
-		es.add(f+"max_idle_connections_percent", "must be 0-max_connections_percent (%d), got %d", pc.MaxConnectionsPercent, pc.MaxIdleConnectionsPercent)
+	for _, p := range vocab.PoolProblems(pc.MaxConnectionsPercent, pc.MaxIdleConnectionsPercent, pc.SessionPinningFilters) {
+		es.add(f+p.Field, "%s", p.Message)
 	}
 	// RDS Proxy allows up to 3600 seconds.
 	if pc.ConnectionBorrowTimeout < 1 || pc.ConnectionBorrowTimeout > 3600 {
@@ -201,11 +198,6 @@ func (g *TargetGroup) Validate() error {
 	}
 	if len(pc.InitQuery) > 4096 {
 		es.add(f+"init_query", "must be at most 4096 bytes")
-	}
-	for i, s := range pc.SessionPinningFilters {
-		if s != vocab.PinningFilterExcludeVariableSets {
-			es.add(fmt.Sprintf("%ssession_pinning_filters[%d]", f, i), "must be EXCLUDE_VARIABLE_SETS, got %q", s)
-		}
 	}
 	return es.Err()
 }

@@ -1,7 +1,8 @@
 // Package vocab holds the enumerated words of the resource model that the
 // Terraform provider, the control plane's API and the data-plane nodes all
-// speak: engine families, target roles, auth modes and pinning filters.
-// The names mirror RDS Proxy's so that users can move over.
+// speak: engine families, target roles, auth modes and pinning filters,
+// and the rules on them that every layer applies alike (rules.go). The
+// names mirror RDS Proxy's so that users can move over.
 package vocab
 
 // EngineMySQL is the one engine family (MySQL and MariaDB).
