@@ -3,6 +3,7 @@ package provider
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -44,14 +45,20 @@ func proxyOf(ctx context.Context, c *apiclient.Client, proxy string) (p model.Pr
 	return p, true, nil
 }
 
+// rolloutMargin is kept back from a timeout for a last look at the
+// rollout: a wait that the server ends exactly at the deadline races with
+// the request's own end and leaves nothing to report.
+const rolloutMargin = time.Second
+
 // waitChildRollout waits until the nodes of zones serve rev. It reads the
 // proxy's zones when zones is nil; a proxy that is gone has no nodes to
-// wait for.
+// wait for. On timeout the error names the zones without nodes and the
+// nodes that did not ack, with their NACKs.
 func waitChildRollout(ctx context.Context, c *apiclient.Client, rev uint64, proxy string, zones []string, what string) diag.Diagnostics {
+	var diags diag.Diagnostics
 	if zones == nil {
 		p, found, err := proxyOf(ctx, c, proxy)
 		if err != nil {
-			var diags diag.Diagnostics
 			diags.AddError("Cannot Wait for the Data Plane", err.Error())
 			return diags
 		}
@@ -60,7 +67,68 @@ func waitChildRollout(ctx context.Context, c *apiclient.Client, rev uint64, prox
 		}
 		zones = p.Zones
 	}
-	return waitRollout(ctx, c, rev, zones, what)
+	dl, ok := ctx.Deadline()
+	if !ok || time.Until(dl) <= 2*rolloutMargin {
+		return waitRollout(ctx, c, rev, zones, what)
+	}
+	inner, cancel := context.WithDeadline(ctx, dl.Add(-rolloutMargin))
+	defer cancel()
+	// waitRollout ends with an error when it times out; the last look
+	// below decides instead.
+	ds := waitRollout(inner, c, rev, zones, what)
+	if inner.Err() == nil {
+		return ds
+	}
+	r, err := c.WaitRollout(ctx, rev, zones, 0)
+	switch {
+	case err != nil:
+		addAPIError(&diags, "Cannot Wait for the Data Plane", err, nil)
+	case r.Complete:
+	case r.Rejected:
+		diags.AddError("The Data Plane Rejected the Change",
+			fmt.Sprintf("%s was stored (revision %d), but %s.%s", what, rev, r.Message, rolloutDetail(r, rev)))
+	default:
+		diags.AddError("Timed Out Waiting for the Data Plane",
+			fmt.Sprintf("%s was stored (revision %d), but not every data-plane node serves it before the timeout.%s"+
+				"\nRaise the resource's timeouts or bring the missing nodes up; the next apply waits again.",
+				what, rev, rolloutDetail(r, rev)))
+	}
+	return diags
+}
+
+// waitDeleted waits until the connected nodes of zones no longer serve
+// what a delete removed. Unlike a create, a zone with no connected node is
+// not waited for: a node that connects later gets the configuration
+// without it, and waiting would hold every destroy of a zone that is down
+// until its timeout.
+func waitDeleted(ctx context.Context, c *apiclient.Client, rev uint64, proxy string, zones []string, what string) diag.Diagnostics {
+	var diags diag.Diagnostics
+	if zones == nil {
+		p, found, err := proxyOf(ctx, c, proxy)
+		if err != nil {
+			diags.AddError("Cannot Wait for the Data Plane", err.Error())
+			return diags
+		}
+		if !found {
+			return nil
+		}
+		zones = p.Zones
+	}
+	var nodes model.List[model.Node]
+	if err := c.Do(ctx, "GET", "/v1/nodes", nil, &nodes); err != nil {
+		addAPIError(&diags, "Cannot Wait for the Data Plane", err, nil)
+		return diags
+	}
+	var live []string
+	for _, n := range nodes.Items {
+		if n.Connected && slices.Contains(zones, n.Zone) && !slices.Contains(live, n.Zone) {
+			live = append(live, n.Zone)
+		}
+	}
+	if len(live) == 0 {
+		return nil
+	}
+	return waitChildRollout(ctx, c, rev, proxy, live, what)
 }
 
 // waitTargetHealth polls a target until the nodes report it AVAILABLE,

@@ -281,7 +281,7 @@ func (r *endpointResource) put(ctx context.Context, plan *endpointModel, before 
 			zones = append(zones, z)
 		}
 	}
-	rd := waitRollout(ctx, r.data.client, out.Revision, zones, what)
+	rd := waitChildRollout(ctx, r.data.client, out.Revision, body.Proxy, zones, what)
 	diags.Append(rd...)
 	if rd.HasError() {
 		return
@@ -381,7 +381,7 @@ func (r *endpointResource) Delete(ctx context.Context, req resource.DeleteReques
 	// The nodes that served it stop listening before destroy returns, so
 	// that its port is free for what comes next.
 	zones := listStrings(ctx, state.Zones, &resp.Diagnostics)
-	resp.Diagnostics.Append(waitChildRollout(ctx, r.data.client, rev, proxy, zones, what)...)
+	resp.Diagnostics.Append(waitDeleted(ctx, r.data.client, rev, proxy, zones, what)...)
 }
 
 func (r *endpointResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {

@@ -285,7 +285,7 @@ func (r *targetResource) Delete(ctx context.Context, req resource.DeleteRequest,
 	}
 	// Nodes stop sending traffic to the target before destroy returns,
 	// so that the database can go right after.
-	resp.Diagnostics.Append(waitChildRollout(ctx, r.data.client, rev, proxy, nil, what)...)
+	resp.Diagnostics.Append(waitDeleted(ctx, r.data.client, rev, proxy, nil, what)...)
 }
 
 func (r *targetResource) ImportState(ctx context.Context, req resource.ImportStateRequest, resp *resource.ImportStateResponse) {
