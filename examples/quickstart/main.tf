@@ -49,8 +49,8 @@ resource "dbproxy_target" "db1" {
   zone       = var.zones[0]
 }
 
-# Reads go to readers, preferring the client's node's zone (with one server,
-# that is the writer's only if it is read-only: add replicas as targets).
+# Reads go to a reader in the client's node's zone, then in another zone,
+# then to the writer (with db1 alone, the writer: add replicas as targets).
 resource "dbproxy_endpoint" "read_only" {
   proxy_name  = dbproxy_proxy.main.id
   name        = "read-only"
