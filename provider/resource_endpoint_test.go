@@ -73,6 +73,12 @@ func TestAccEndpoint_basic(t *testing.T) {
 			"/v1/proxies/other/endpoints/reads"),
 		Steps: []resource.TestStep{
 			{
+				// Only the control plane knows the proxy's zones: refused
+				// at apply, on the zone.
+				Config:      e.config(endpointConfig("main", "ro", `zones = ["a", "c"]`)),
+				ExpectError: wrapRE(`(?s)Cannot Create Endpoint "ro" of proxy "main".*zones = \["a", "c"\].*zone "c" is not one of proxy "main"'s zones`),
+			},
+			{
 				// Zones left out: the proxy's.
 				Config: e.config(endpointConfig("main", "ro", `target_role = "READ_ONLY"`)),
 				ConfigStateChecks: []statecheck.StateCheck{

@@ -172,6 +172,12 @@ func TestAccTarget_validation(t *testing.T) {
 	for _, s := range steps {
 		ts = append(ts, resource.TestStep{Config: s.config, PlanOnly: true, ExpectError: wrapRE(s.want)})
 	}
+	// What only the control plane knows is refused at apply, on the
+	// attribute it concerns.
+	ts = append(ts, resource.TestStep{
+		Config:      bad("nope", "db1", "h", 3306, ""),
+		ExpectError: wrapRE(`(?s)Cannot Create Target "db1" of proxy "nope".*proxy_name = "nope".*proxy "nope"`),
+	})
 	resource.Test(t, resource.TestCase{ProtoV6ProviderFactories: e.factories(), Steps: ts})
 }
 
