@@ -21,7 +21,11 @@
 //     b and c) as separate processes, then 100 more in-process ADS clients
 //     against the same control plane; each time, 50 target-group changes
 //     (PUT through the API), timed from just before the PUT until the
-//     rollout API reports that every node acked it (p50/p95/p99/max).
+//     rollout API reports that every node acked it (p50/p95/p99/max);
+//     between the two, 10 `terraform apply` runs of a changed init_query
+//     through the provider (the same binary, by dev_overrides) on the
+//     three-process fleet, timed from the command's start until every node
+//     acked, and applies with nothing to change, for Terraform's own cost.
 //
 // It prints a table and a summary against the targets of "What to beat" in
 // DESIGN.md and writes everything as JSON (-out). Targets are reported, not
@@ -67,6 +71,7 @@ type options struct {
 	idlePoolPercent int
 	propChanges     int
 	propClients     int
+	tfChanges       int
 	tables          int
 	tableSize       int
 	out             string
@@ -107,6 +112,7 @@ func parseFlags() (*options, error) {
 	flag.IntVar(&o.idlePoolPercent, "idle-pool-percent", 2, "max_connections_percent of the idle-client node (2% of 1600 = 32)")
 	flag.IntVar(&o.propChanges, "propagation-changes", 50, "timed config changes per propagation stage")
 	flag.IntVar(&o.propClients, "propagation-clients", 100, "in-process ADS clients added for the second propagation stage (0 skips the stage)")
+	flag.IntVar(&o.tfChanges, "terraform-changes", 10, "timed terraform apply runs of a changed pool setting in the propagation phase (0 skips them; needs terraform on PATH)")
 	flag.IntVar(&o.tables, "tables", 4, "sysbench tables")
 	flag.IntVar(&o.tableSize, "table-size", 10000, "rows per sysbench table")
 	flag.StringVar(&o.out, "out", ".bench/results.json", "write the results as JSON here (the profile and logs go next to it)")
@@ -135,6 +141,7 @@ func parseFlags() (*options, error) {
 		def("storm-duration", func() { o.stormDuration = 5 * time.Second })
 		def("storm-rounds", func() { o.stormRounds = 1 })
 		def("propagation-changes", func() { o.propChanges = 15 })
+		def("terraform-changes", func() { o.tfChanges = 5 })
 	}
 	for _, t := range strings.Split(tests, ",") {
 		if t = strings.TrimSpace(t); t != "" {
@@ -170,8 +177,8 @@ func parseFlags() (*options, error) {
 		return nil, errors.New("-src-addrs must be 1-250")
 	case o.stormWorkers < 1 || o.idleWorkers < 1 || o.idleClients < 0:
 		return nil, errors.New("worker and client counts must be positive")
-	case o.propChanges < 1 || o.propClients < 0:
-		return nil, errors.New("-propagation-changes must be at least 1 and -propagation-clients not negative")
+	case o.propChanges < 1 || o.propClients < 0 || o.tfChanges < 0:
+		return nil, errors.New("-propagation-changes must be at least 1, -propagation-clients and -terraform-changes not negative")
 	}
 	return o, nil
 }

@@ -68,6 +68,9 @@ type propResult struct {
 	StartSeconds float64 `json:"start_seconds"`
 	// Processes is the stage with the three node processes only.
 	Processes *propStage `json:"node_processes,omitempty"`
+	// Terraform is terraform apply of a changed pool setting, on the
+	// fleet of Processes.
+	Terraform *tfStage `json:"terraform_apply,omitempty"`
 	// Clients is the stage with the in-process ADS clients added.
 	Clients *propStage `json:"with_in_process_clients,omitempty"`
 	// InProcessClients is how many ADS clients the bench ran itself;
@@ -253,6 +256,20 @@ func (b *bench) phasePropagation(ctx context.Context) error {
 		return err
 	}
 	b.logStage("3 node processes", pr.Processes)
+
+	if b.o.tfChanges > 0 {
+		pr.Terraform = &tfStage{}
+		if seq, err = b.propagateTerraform(ctx, cp, pr.Terraform, seq); err != nil {
+			return fmt.Errorf("terraform apply stage: %w", err)
+		}
+		if err := alive(); err != nil {
+			return err
+		}
+		if st := pr.Terraform; st.Skipped == "" {
+			b.logf("propagation, terraform apply of a changed init_query, 3 node processes: %d/%d acked by all nodes: p50 %.0f ms, p95 %.0f ms, max %.0f ms from the command's start; an apply with nothing to change p50 %.0f ms",
+				st.Completed, st.Changes, st.Total.P50, st.Total.P95, st.Total.Max, st.NoChange.P50)
+		}
+	}
 
 	if n := b.o.propClients; n > 0 {
 		t0 := time.Now()
