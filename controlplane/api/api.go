@@ -241,7 +241,27 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 
 // decode reads a JSON body strictly into v.
 func decode(r *http.Request, v any) *model.Error {
-	dec := json.NewDecoder(r.Body)
+	_, err := decodeStrict(r, v)
+	return err
+}
+
+// decodeStrict reads a JSON body strictly into v (see checkJSON) and
+// returns the paths of the fields the body sets to a literal 0.
+func decodeStrict(r *http.Request, v any) (zeros map[string]bool, _ *model.Error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		// ServeHTTP read the body into memory already.
+		return nil, &model.Error{Status: http.StatusBadRequest, Code: "MalformedJSON", Message: "the request body could not be read"}
+	}
+	zeros, e := checkJSON(body)
+	if e != nil {
+		return nil, e
+	}
+	return zeros, decodeInto(body, v)
+}
+
+func decodeInto(body []byte, v any) *model.Error {
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError

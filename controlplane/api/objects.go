@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -29,6 +30,12 @@ type kind[T any] struct {
 	// bind copies path parameters into a decoded body, refusing a body
 	// that names another object.
 	bind func(r *http.Request, v *T) *model.Error
+	// noZero maps the JSON paths of fields whose range starts at 1 to
+	// their error for an explicit 0. Such a field decodes to 0 when it
+	// is left out, which stands for its default, so the model alone
+	// cannot tell a 0 that was sent (a mistake: it is out of range, and
+	// silently taking the default hides that) from one that was not.
+	noZero map[string]string
 	// check normalises and validates a decoded body.
 	check func(v *T) error
 	// prepare runs inside the write transaction: it checks references,
@@ -147,7 +154,12 @@ func putHandler[T any](a *API, k *kind[T]) http.HandlerFunc {
 			return
 		}
 		var next T
-		if err := decode(r, &next); err != nil {
+		zeros, derr := decodeStrict(r, &next)
+		if derr != nil {
+			a.fail(w, r, derr)
+			return
+		}
+		if err := refuseZeros(k.noZero, zeros); err != nil {
 			a.fail(w, r, err)
 			return
 		}
@@ -219,6 +231,22 @@ func putHandler[T any](a *API, k *kind[T]) http.HandlerFunc {
 		}
 		writeJSON(w, status, out)
 	}
+}
+
+// refuseZeros refuses the first field of noZero, in path order, that the
+// body set to 0.
+func refuseZeros(noZero map[string]string, zeros map[string]bool) *model.Error {
+	paths := make([]string, 0, len(noZero))
+	for p := range noZero {
+		if zeros[p] {
+			paths = append(paths, p)
+		}
+	}
+	if len(paths) == 0 {
+		return nil
+	}
+	slices.Sort(paths)
+	return errBadRequest(paths[0], "%s", noZero[paths[0]])
 }
 
 // sameContent reports whether two objects differ only in their metadata.

@@ -24,6 +24,9 @@ func (a *API) proxyRoutes() {
 		listResource: func(*http.Request) string { return "proxy/*" },
 		meta:         func(v *model.Proxy) *model.Meta { return &v.Meta },
 		bind:         func(r *http.Request, v *model.Proxy) *model.Error { return bindField(r, "name", "name", &v.Name) },
+		noZero: map[string]string{
+			"idle_client_timeout": "must be 1-28800 seconds, got 0; leave it out for the default, 1800",
+		},
 		check:        func(v *model.Proxy) error { v.Normalize(); return v.Validate() },
 		prepare:      a.prepareProxy,
 		beforeDelete: deleteProxyChildren,

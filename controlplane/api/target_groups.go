@@ -23,6 +23,11 @@ func (a *API) targetGroupRoutes() {
 			}
 			return bindField(r, "proxy", "proxy", &v.Proxy)
 		},
+		// connection_borrow_timeout and max_idle_connections_percent
+		// take 0 for their default: the provider documents it so.
+		noZero: map[string]string{
+			"connection_pool_config.max_connections_percent": "must be 1-100, got 0; leave it out for the default, 100",
+		},
 		check:   func(v *model.TargetGroup) error { v.Normalize(); return v.Validate() },
 		prepare: func(tx store.Tx, _, next *model.TargetGroup) error { return proxyMustExist(tx, next.Proxy) },
 		what:    func(r *http.Request) string { return fmt.Sprintf("the target group of proxy %q", r.PathValue("proxy")) },

@@ -26,6 +26,7 @@ func (a *API) targetRoutes() {
 			}
 			return bindField(r, "name", "name", &v.Name)
 		},
+		noZero:  map[string]string{"port": "must be 1-65535, got 0; leave it out for the default, 3306"},
 		check:   func(v *model.Target) error { v.Normalize(); return v.Validate() },
 		prepare: prepareTarget,
 		show: func(ctx context.Context, v *model.Target) {

@@ -72,13 +72,18 @@ type Secret struct {
 // Proxy is one proxy. Port 0 asks the control plane to allocate one; the
 // proxy's default READ_WRITE endpoint listens there on every node of its
 // zones. Endpoint and Addresses are computed.
+//
+// A field whose range starts at 1 (IdleClientTimeout here,
+// MaxConnectionsPercent and Target.Port elsewhere) is left out of the JSON
+// when it is 0, which stands for its default: the API refuses a 0 that is
+// sent, so a client that never set the field must not send one.
 type Proxy struct {
 	Name                 string   `json:"name"`
 	EngineFamily         string   `json:"engine_family"`
 	Zones                []string `json:"zones"`
 	Auth                 []Auth   `json:"auth"`
 	RequireTLS           bool     `json:"require_tls"`
-	IdleClientTimeout    int      `json:"idle_client_timeout"`
+	IdleClientTimeout    int      `json:"idle_client_timeout,omitempty"`
 	MaxClientConnections int      `json:"max_client_connections"`
 	DebugLogging         bool     `json:"debug_logging"`
 	Port                 int      `json:"port"`
@@ -106,7 +111,7 @@ type TargetGroup struct {
 // PoolConfig mirrors RDS Proxy's connection_pool_config. Timeouts are whole
 // seconds, as in the AWS API.
 type PoolConfig struct {
-	MaxConnectionsPercent     int      `json:"max_connections_percent"`
+	MaxConnectionsPercent     int      `json:"max_connections_percent,omitempty"`
 	MaxIdleConnectionsPercent int      `json:"max_idle_connections_percent"`
 	ConnectionBorrowTimeout   int      `json:"connection_borrow_timeout"`
 	InitQuery                 string   `json:"init_query"`
@@ -119,7 +124,7 @@ type Target struct {
 	Proxy          string `json:"proxy"`
 	Name           string `json:"name"`
 	Host           string `json:"host"`
-	Port           int    `json:"port"`
+	Port           int    `json:"port,omitempty"`
 	Zone           string `json:"zone"`
 	Role           string `json:"role"`
 	Health         string `json:"health,omitempty"`

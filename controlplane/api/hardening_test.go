@@ -1,0 +1,116 @@
+package api_test
+
+import (
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/dbproxy/dbproxy/internal/apiclient"
+	"github.com/dbproxy/dbproxy/internal/model"
+)
+
+// TestBodiesAreReadAsSent checks that a body is refused, naming the field,
+// where encoding/json alone would silently change what it says: invalid
+// UTF-8 and unpaired surrogate escapes (replaced by U+FFFD) and repeated
+// keys (the last one kept).
+func TestBodiesAreReadAsSent(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(e.root)
+	seed(t, c)
+	cases := []struct {
+		name, path, body, code, field string
+	}{
+		{"invalid utf-8 in a value", "/v1/secrets/s", "{\"username\":\"a\xffb\",\"password\":\"p\"}", "ValidationError", "username"},
+		{"invalid utf-8 in a nested value", "/v1/proxies/p", "{\"zones\":[\"a\"],\"auth\":[{\"secret\":\"app\",\"description\":\"\xc3\"}]}", "ValidationError", "auth[0].description"},
+		{"invalid utf-8 in a key", "/v1/secrets/s", "{\"user\xffname\":\"a\",\"password\":\"p\"}", "ValidationError", "user\uFFFDname"},
+		{"unpaired surrogate escape", "/v1/secrets/s", `{"username":"a\ud800b","password":"p"}`, "ValidationError", "username"},
+		{"low surrogate alone", "/v1/secrets/s", `{"username":"a\uDC00","password":"p"}`, "ValidationError", "username"},
+		{"invalid utf-8 in a top-level string", "/v1/secrets/s", "\"\xff\"", "MalformedJSON", ""},
+		{"repeated key", "/v1/secrets/s", `{"username":"a","password":"p","username":"root"}`, "ValidationError", "username"},
+		{"repeated nested key", "/v1/proxies/p", `{"zones":["a"],"auth":[{"secret":"app","iam_auth":"REQUIRED","iam_auth":"DISABLED"}]}`, "ValidationError", "auth[0].iam_auth"},
+		{"repeated key in a second element", "/v1/proxies/p", `{"zones":["a"],"auth":[{"secret":"app"},{"secret":"b","secret":"c"}]}`, "ValidationError", "auth[1].secret"},
+		{"repeated key in a sub-object", "/v1/proxies/main/target-group", `{"connection_pool_config":{"max_connections_percent":10,"max_connections_percent":100}}`, "ValidationError", "connection_pool_config.max_connections_percent"},
+		{"repeated key in an access key request", "/v1/iam/users/root/access-keys", `{"status":"Inactive","status":"Active"}`, "ValidationError", "status"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			method := "PUT"
+			if strings.HasSuffix(tc.path, "/access-keys") {
+				method = "POST"
+			}
+			got := do(t, c, method, tc.path, apiclient.RawBody(tc.body), nil)
+			if got == nil {
+				t.Fatalf("%s %s %q succeeded; want 400 %s", method, tc.path, tc.body, tc.code)
+			}
+			if got.Status != http.StatusBadRequest || got.Code != tc.code || got.Field != tc.field {
+				t.Fatalf("got %d %s field %q (%s); want 400 %s field %q", got.Status, got.Code, got.Field, got.Message, tc.code, tc.field)
+			}
+			if !strings.Contains(got.Message, "UTF-8") && !strings.Contains(got.Message, "more than once") {
+				t.Fatalf("the message does not say what is wrong: %s", got.Message)
+			}
+		})
+	}
+	// Nothing was stored.
+	if err := do(t, c, "GET", "/v1/secrets/s", nil, nil); err == nil || err.Status != http.StatusNotFound {
+		t.Fatalf("GET /v1/secrets/s after refused writes: %v; want 404", err)
+	}
+
+	// U+FFFD that is sent, literally or escaped, is text like any other,
+	// and the same key in two different objects is no repetition.
+	must(t, c, "PUT", "/v1/secrets/s", apiclient.RawBody(`{"username":"a`+"\uFFFD"+`b\ufffd\uFFFD","password":"p","description":"\ud83d\ude00"}`), nil)
+	var s model.Secret
+	must(t, c, "GET", "/v1/secrets/s", nil, &s)
+	if s.Username != "a\uFFFDb\uFFFD\uFFFD" || s.Description != "\U0001F600" {
+		t.Fatalf("stored username %q, description %q", s.Username, s.Description)
+	}
+	must(t, c, "PUT", "/v1/proxies/two", apiclient.RawBody(`{"zones":["a"],"auth":[{"secret":"app"},{"secret":"s"}]}`), nil)
+}
+
+// TestExplicitZeroOutOfRange checks that 0 is refused where the range
+// starts at 1 and 0 means nothing, while a field left out still takes its
+// default, and that the zeros that do mean something keep their meaning.
+func TestExplicitZeroOutOfRange(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(e.root)
+	seed(t, c)
+	refused := []struct {
+		name, path, body, field string
+	}{
+		{"idle_client_timeout", "/v1/proxies/p", `{"zones":["a"],"auth":[{"secret":"app"}],"idle_client_timeout":0}`, "idle_client_timeout"},
+		{"idle_client_timeout as -0", "/v1/proxies/p", `{"zones":["a"],"auth":[{"secret":"app"}],"idle_client_timeout":-0}`, "idle_client_timeout"},
+		{"max_connections_percent", "/v1/proxies/main/target-group", `{"connection_pool_config":{"max_connections_percent":0}}`, "connection_pool_config.max_connections_percent"},
+		{"target port", "/v1/proxies/main/targets/db", `{"host":"127.0.0.1","port":0}`, "port"},
+	}
+	for _, tc := range refused {
+		t.Run(tc.name, func(t *testing.T) {
+			got := do(t, c, "PUT", tc.path, apiclient.RawBody(tc.body), nil)
+			if got == nil || got.Status != http.StatusBadRequest || got.Field != tc.field || !strings.Contains(got.Message, "got 0") {
+				t.Fatalf("PUT %s %s: %v; want 400 naming %s", tc.path, tc.body, got, tc.field)
+			}
+		})
+	}
+
+	// Left out, each takes its default; the zeros with a documented
+	// meaning are accepted: port 0 allocates, max_client_connections 0 is
+	// the node default, connection_borrow_timeout and
+	// max_idle_connections_percent 0 are their defaults.
+	var p model.Proxy
+	must(t, c, "PUT", "/v1/proxies/p", apiclient.RawBody(`{"zones":["a"],"auth":[{"secret":"app"}],"port":0,"max_client_connections":0}`), &p)
+	if p.IdleClientTimeout != 1800 || p.Port == 0 {
+		t.Fatalf("proxy defaults: idle_client_timeout %d, port %d", p.IdleClientTimeout, p.Port)
+	}
+	var g model.TargetGroup
+	must(t, c, "PUT", "/v1/proxies/main/target-group", apiclient.RawBody(`{"connection_pool_config":{"connection_borrow_timeout":0,"max_idle_connections_percent":0}}`), &g)
+	if pc := g.ConnectionPoolConfig; pc.MaxConnectionsPercent != 100 || pc.ConnectionBorrowTimeout != 120 || pc.MaxIdleConnectionsPercent != 50 {
+		t.Fatalf("target group defaults: %+v", pc)
+	}
+	var tg model.Target
+	must(t, c, "PUT", "/v1/proxies/main/targets/db", apiclient.RawBody(`{"host":"127.0.0.1"}`), &tg)
+	if tg.Port != 3306 {
+		t.Fatalf("target default port %d", tg.Port)
+	}
+	// A Go client that never sets a field sends no 0 for it.
+	must(t, c, "PUT", "/v1/proxies/q", model.Proxy{Zones: []string{"a"}, Auth: []model.Auth{{Secret: "app"}}}, &p)
+	must(t, c, "PUT", "/v1/proxies/q/targets/db", model.Target{Host: "127.0.0.2"}, nil)
+	must(t, c, "PUT", "/v1/proxies/q/target-group", model.TargetGroup{}, nil)
+}
