@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -153,8 +154,61 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p = principal
+	if e := a.dotSegment(r); e != nil {
+		writeError(rw, e)
+		return
+	}
 	ctx := context.WithValue(r.Context(), principalKey{}, p)
 	a.mux.ServeHTTP(rw, r.WithContext(ctx))
+}
+
+// pathField names the JSON field of a path wildcard of the routes.
+func pathField(wildcard string) string {
+	switch wildcard {
+	case "policy":
+		return "policy_name"
+	case "id":
+		return "access_key_id"
+	}
+	return wildcard // name, proxy, user
+}
+
+// dotSegment refuses a path with a "." or ".." segment (also spelled
+// %2E), naming the field it stands in. The mux would answer it with a
+// redirect to the cleaned path, which names another object or none: a
+// client that follows it would write or delete where it did not mean to,
+// and one that does not gets a 307 that says nothing about its mistake.
+func (a *API) dotSegment(r *http.Request) *model.Error {
+	segs := strings.Split(r.URL.Path, "/")
+	at := slices.IndexFunc(segs, func(s string) bool { return s == "." || s == ".." })
+	if at < 0 {
+		return nil
+	}
+	// The route that a name in place of the dot segment would take
+	// tells which field it is.
+	probe := r.Clone(r.Context())
+	probeSegs := slices.Clone(segs)
+	for i, s := range probeSegs {
+		if s == "." || s == ".." {
+			probeSegs[i] = "x"
+		}
+	}
+	probe.URL.Path, probe.URL.RawPath = strings.Join(probeSegs, "/"), ""
+	field := ""
+	if _, pattern := a.mux.Handler(probe); pattern != "" {
+		_, route, _ := strings.Cut(pattern, " ")
+		if rs := strings.Split(route, "/"); at < len(rs) {
+			w := strings.Trim(rs[at], "{}.")
+			if w != rs[at] {
+				field = pathField(w)
+			}
+		}
+	}
+	msg := fmt.Sprintf("%q cannot be a name: the path would be read as another one", segs[at])
+	if field == "" {
+		return &model.Error{Status: http.StatusBadRequest, Code: "ValidationError", Message: fmt.Sprintf("the path has a %q segment; paths name objects without . or .. segments", segs[at])}
+	}
+	return errBadRequest(field, "%s", msg)
 }
 
 type statusWriter struct {

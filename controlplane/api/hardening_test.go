@@ -1,12 +1,15 @@
 package api_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/dbproxy/dbproxy/internal/apiclient"
 	"github.com/dbproxy/dbproxy/internal/model"
+	"github.com/dbproxy/dbproxy/internal/sigv4"
 )
 
 // TestBodiesAreReadAsSent checks that a body is refused, naming the field,
@@ -113,4 +116,84 @@ func TestExplicitZeroOutOfRange(t *testing.T) {
 	must(t, c, "PUT", "/v1/proxies/q", model.Proxy{Zones: []string{"a"}, Auth: []model.Auth{{Secret: "app"}}}, &p)
 	must(t, c, "PUT", "/v1/proxies/q/targets/db", model.Target{Host: "127.0.0.2"}, nil)
 	must(t, c, "PUT", "/v1/proxies/q/target-group", model.TargetGroup{}, nil)
+}
+
+// TestDotSegmentsAreABadRequest checks that "." and ".." (also as %2E) in
+// place of a name are a 400 naming the field, not a redirect to another
+// path.
+func TestDotSegmentsAreABadRequest(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(e.root)
+	seed(t, c)
+	must(t, c, "PUT", "/v1/iam/users/alice", obj(`{}`), nil)
+	cases := []struct {
+		method, path, field string
+	}{
+		{"PUT", "/v1/secrets/..", "name"},
+		{"GET", "/v1/secrets/.", "name"},
+		{"DELETE", "/v1/proxies/..", "name"},
+		{"PUT", "/v1/proxies/../targets/db", "proxy"},
+		{"PUT", "/v1/proxies/main/targets/.", "name"},
+		{"PUT", "/v1/iam/users/..", "name"},
+		{"PUT", "/v1/iam/users/alice/policies/..", "policy_name"},
+		{"DELETE", "/v1/iam/users/alice/access-keys/..", "access_key_id"},
+		{"GET", "/v1/../v1/secrets", ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			var body any
+			if tc.method == "PUT" {
+				body = obj(`{}`)
+			}
+			got := do(t, c, tc.method, tc.path, body, nil)
+			if got == nil || got.Status != http.StatusBadRequest || got.Code != "ValidationError" || got.Field != tc.field {
+				t.Fatalf("%s %s: %v; want 400 ValidationError naming %q", tc.method, tc.path, got, tc.field)
+			}
+		})
+	}
+	// Spelled %2E, as an attacker might to get past a check of the raw
+	// path, they are the same.
+	for _, tc := range []struct{ path, field string }{
+		{"/v1/iam/users/%2e/policies/p", "user"},
+		{"/v1/proxies/main/endpoints/%2E%2E", "name"},
+		{"/v1/secrets/.%2e", "name"},
+	} {
+		status, got := e.raw(t, "PUT", tc.path, []byte(`{}`), true)
+		if status != http.StatusBadRequest || got == nil || got.Field != tc.field {
+			t.Fatalf("PUT %s: %d %v; want 400 naming %q", tc.path, status, got, tc.field)
+		}
+	}
+	// The names the path cannot carry are refused in bodies too, for the
+	// provider's plan-time checks.
+	for _, v := range []error{(&model.User{Name: "..", Path: "/"}).Validate(), (&model.Policy{Name: ".", Document: "{}"}).Validate()} {
+		if es, ok := model.AsFieldErrors(v); !ok || es[0].Field != "name" {
+			t.Fatalf("a dot name: %v; want an error naming name", v)
+		}
+	}
+}
+
+// raw sends a request for a path as it is given, escapes included (the API
+// client escapes a path), signed with the root key when sign is true, and
+// returns the status and the API error.
+func (e *env) raw(t *testing.T, method, path string, body []byte, sign bool) (int, *model.Error) {
+	t.Helper()
+	req, err := http.NewRequestWithContext(t.Context(), method, e.url+path, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sign {
+		if err := sigv4.SignRequest(t.Context(), req, body, e.root, sigv4.DefaultRegion, e.clock()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out struct{ Error *model.Error }
+	if err := json.NewDecoder(resp.Body).Decode(&out); err != nil && resp.StatusCode >= 400 {
+		t.Fatalf("%s %s: %d with a body that is not an API error: %v", method, path, resp.StatusCode, err)
+	}
+	return resp.StatusCode, out.Error
 }

@@ -59,6 +59,10 @@ func checkName(es *FieldErrors, field, v string, re *regexp.Regexp, what string)
 	switch {
 	case v == "":
 		es.add(field, "is required")
+	case v == "." || v == "..":
+		// User and policy names allow dots, but the API's paths could
+		// not name these two: the path would mean another object.
+		es.add(field, "%q is not a valid %s: it cannot be used in a path", v, what)
 	case !re.MatchString(v):
 		es.add(field, "%q is not a valid %s", v, what)
 	}
