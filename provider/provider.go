@@ -240,6 +240,8 @@ func (p *dbproxyProvider) settings(cfg providerModel, resp *provider.ConfigureRe
 func (p *dbproxyProvider) Resources(context.Context) []func() resource.Resource {
 	return []func() resource.Resource{
 		newSecretResource,
+		newProxyResource,
+		newTargetGroupResource,
 		newTargetResource,
 		newEndpointResource,
 		newIAMUserResource,
@@ -251,6 +253,7 @@ func (p *dbproxyProvider) Resources(context.Context) []func() resource.Resource 
 
 func (p *dbproxyProvider) DataSources(context.Context) []func() datasource.DataSource {
 	return []func() datasource.DataSource{
+		newProxyDataSource,
 		newNodesDataSource,
 		newTargetHealthDataSource,
 	}
