@@ -139,8 +139,8 @@ type forwarder struct {
 	open map[net.Conn]bool
 }
 
-// startForwarder listens on addr and relays to to until the test ends.
-func startForwarder(t *testing.T, addr, to string) (*forwarder, error) {
+// startForwarder listens on addr and relays to to until close.
+func startForwarder(addr, to string) (*forwarder, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("listen on %s: %w", addr, err)
@@ -148,7 +148,6 @@ func startForwarder(t *testing.T, addr, to string) (*forwarder, error) {
 	f := &forwarder{ln: ln, to: to, open: map[net.Conn]bool{}}
 	f.wg.Add(1)
 	go f.serve()
-	t.Cleanup(f.close)
 	return f, nil
 }
 

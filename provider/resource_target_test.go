@@ -213,11 +213,28 @@ resource "dbproxy_target" "dead" {
 }
 `, e.db.Host, deadPort)
 	// The database "comes up" at latePort once the node has reported the
-	// target unreachable, that is while the apply waits.
+	// target unreachable, that is while the apply waits. The goroutine
+	// ends with the test, and the forwarder with it.
 	cameUp := make(chan error, 1)
+	stop := make(chan struct{})
 	bringUp := func() {
+		var fwd *forwarder
+		done := make(chan struct{})
+		t.Cleanup(func() {
+			close(stop)
+			<-done
+			if fwd != nil {
+				fwd.close()
+			}
+		})
 		go func() {
+			defer close(done)
 			err := pollFor(time.Minute, func() error {
+				select {
+				case <-stop:
+					return nil
+				default:
+				}
 				tg, err := e.apiTarget("main", "late")
 				if err != nil {
 					return err
@@ -227,8 +244,13 @@ resource "dbproxy_target" "dead" {
 				}
 				return nil
 			})
+			select {
+			case <-stop:
+				return
+			default:
+			}
 			if err == nil {
-				_, err = startForwarder(t, joinAddr(e.db.Host, latePort), joinAddr(e.db.Host, e.db.Port))
+				fwd, err = startForwarder(joinAddr(e.db.Host, latePort), joinAddr(e.db.Host, e.db.Port))
 			}
 			cameUp <- err
 		}()
