@@ -69,6 +69,8 @@ type API struct {
 	opts Options
 	log  hclog.Logger
 	mux  *http.ServeMux
+	// refused limits the log lines of refused unauthenticated requests.
+	refused *logLimiter
 }
 
 // New returns the API handler.
@@ -94,7 +96,8 @@ func New(opts Options) (*API, error) {
 	if opts.MaxRolloutWait == 0 {
 		opts.MaxRolloutWait = 10 * time.Minute
 	}
-	a := &API{opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	a := &API{opts: opts, log: opts.Logger, mux: http.NewServeMux(),
+		refused: newLogLimiter(opts.Now, refusedLogBurst, refusedLogEvery)}
 	a.routes()
 	return a, nil
 }
@@ -117,20 +120,20 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return // refused before it was authenticated; logged there
 		}
 		if r.Method == http.MethodGet || r.Method == http.MethodHead {
-			a.log.Debug("request", "method", r.Method, "path", r.URL.Path, "status", status,
+			a.log.Debug("request", "method", r.Method, "path", logPath(r.URL.Path), "status", status,
 				"access_key_id", p.AccessKeyID, "duration", a.opts.Now().Sub(start))
 			return
 		}
 		// Every write attempt is an audit line, whatever its outcome
 		// (a panic included): who, what, and the store's revision after
 		// it (under concurrent writes, not necessarily its own commit).
-		a.log.Info("write", "method", r.Method, "path", r.URL.Path, "status", status,
+		a.log.Info("write", "method", r.Method, "path", logPath(r.URL.Path), "status", status,
 			"user", p.User, "access_key_id", p.AccessKeyID, "revision", a.opts.Store.Revision(),
 			"duration", a.opts.Now().Sub(start))
 	}()
 	defer func() {
 		if v := recover(); v != nil {
-			a.log.Error("panic in API handler", "method", r.Method, "path", r.URL.Path, "panic", v)
+			a.log.Error("panic in API handler", "method", r.Method, "path", logPath(r.URL.Path), "panic", v)
 			if rw.status == 0 {
 				writeError(rw, errInternal())
 			}
@@ -146,9 +149,12 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		aerr := authError(err)
 		if aerr.Status >= 500 {
-			a.log.Error("cannot authenticate the request", "method", r.Method, "path", r.URL.Path, "error", err)
+			a.log.Error("cannot authenticate the request", "method", r.Method, "path", logPath(r.URL.Path), "error", err)
 		} else {
-			a.log.Info("request refused", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr, "code", aerr.Code)
+			if ok, dropped := a.refused.allow(); ok {
+				a.log.Info("request refused", "method", r.Method, "path", logPath(r.URL.Path), "remote", r.RemoteAddr, "code", aerr.Code,
+					"not_logged_before", dropped)
+			}
 		}
 		writeError(rw, aerr)
 		return
@@ -287,7 +293,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		e = &model.Error{Status: http.StatusServiceUnavailable, Code: "RequestCanceled", Message: "the request was canceled or timed out"}
 	default:
-		a.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		a.log.Error("request failed", "method", r.Method, "path", logPath(r.URL.Path), "error", err)
 		e = errInternal()
 	}
 	writeError(w, e)

@@ -27,9 +27,16 @@ type env struct {
 	store store.Store
 	root  sigv4.Credentials
 	now   atomic.Pointer[time.Time]
+	h     *api.API
 }
 
 func newEnv(t *testing.T) *env {
+	t.Helper()
+	return newEnvWith(t, nil)
+}
+
+// newEnvWith is newEnv with options changed by opt (nil: none).
+func newEnvWith(t *testing.T, opt func(*api.Options)) *env {
 	t.Helper()
 	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "state.db"), store.BoltOptions{})
 	if err != nil {
@@ -55,10 +62,15 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.root = sigv4.Credentials{AccessKeyID: key.ID, SecretAccessKey: key.SecretAccessKey}
-	h, err := api.New(api.Options{Store: st, Logger: mysqltest.TestLogger(t), Now: e.clock, PortMin: 7000, PortMax: 7002})
+	opts := api.Options{Store: st, Logger: mysqltest.TestLogger(t), Now: e.clock, PortMin: 7000, PortMax: 7002}
+	if opt != nil {
+		opt(&opts)
+	}
+	h, err := api.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
+	e.h = h
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	e.url = srv.URL

@@ -3,10 +3,18 @@ package api_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/dbproxy/dbproxy/controlplane/api"
+	"github.com/dbproxy/dbproxy/internal/testing/testutil"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
 	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
@@ -196,4 +204,81 @@ func (e *env) raw(t *testing.T, method, path string, body []byte, sign bool) (in
 		t.Fatalf("%s %s: %d with a body that is not an API error: %v", method, path, resp.StatusCode, err)
 	}
 	return resp.StatusCode, out.Error
+}
+
+// logEnv is an env whose API logs at DEBUG into a buffer.
+func logEnv(t *testing.T) (*env, *testutil.SyncBuffer) {
+	t.Helper()
+	var buf testutil.SyncBuffer
+	e := newEnvWith(t, func(o *api.Options) {
+		o.Logger = hclog.New(&hclog.LoggerOptions{Output: &buf, Level: hclog.Debug})
+	})
+	return e, &buf
+}
+
+// logLine is the start of every line hclog writes: a time and a level.
+var logLine = regexp.MustCompile(`^\d{4}-\d\d-\d\dT\S+ \[(TRACE|DEBUG|INFO|WARN|ERROR)\] `)
+
+// TestPathsCannotAddLogLines checks that a newline in a request path,
+// signed or not, is escaped in the log instead of starting a line.
+func TestPathsCannotAddLogLines(t *testing.T) {
+	e, buf := logEnv(t)
+	forged := "/v1/secrets/x%0A2026-12-01T12:00:00.000Z%20[ERROR]%20forged:%20user=root%0D"
+	for _, tc := range []struct {
+		method string
+		sign   bool
+	}{{"GET", true}, {"PUT", true}, {"GET", false}} {
+		status, _ := e.raw(t, tc.method, forged, []byte(`{"username":"u","password":"p"}`), tc.sign)
+		if status < 400 {
+			t.Fatalf("%s %s: %d", tc.method, forged, status)
+		}
+	}
+	out := buf.String()
+	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
+		if !logLine.MatchString(line) {
+			t.Errorf("a log line that hclog did not start: %q", line)
+		}
+	}
+	if n := strings.Count(out, `x\n2026-12-01T12:00:00.000Z [ERROR] forged: user=root\r`); n != 3 {
+		t.Fatalf("the escaped path is in %d lines, want 3 (a read, a write and a refusal):\n%s", n, out)
+	}
+}
+
+// TestRefusedRequestsLogAtALimitedRate floods the API with unsigned
+// requests: only a burst of them is logged, then one a second, and the
+// next line says how many were not.
+func TestRefusedRequestsLogAtALimitedRate(t *testing.T) {
+	e, buf := logEnv(t)
+	const flood = 10000
+	for range flood {
+		req := httptest.NewRequest("GET", "/v1/proxies", nil)
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusUnauthorized {
+			t.Fatalf("an unsigned request: %d", rec.Code)
+		}
+	}
+	lines := strings.Count(buf.String(), "request refused")
+	t.Logf("%d refused requests in one instant logged %d lines", flood, lines)
+	if lines != 10 {
+		t.Fatalf("%d refused requests logged %d lines, want the burst of 10", flood, lines)
+	}
+	// A second later one more may be logged, and it counts the rest.
+	next := e.clock().Add(time.Second)
+	e.now.Store(&next)
+	e.h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("GET", "/v1/proxies", nil))
+	if got, want := strings.Count(buf.String(), "request refused"), 11; got != want {
+		t.Fatalf("after a second: %d lines, want %d", got, want)
+	}
+	if !strings.Contains(buf.String(), fmt.Sprintf("not_logged_before=%d", flood-10)) {
+		t.Fatalf("the line after the flood does not count the %d not logged:\n%s", flood-10, buf.String())
+	}
+	// Signed requests are not limited by it.
+	c := e.client(e.root)
+	for range 20 {
+		must(t, c, "GET", "/v1/proxies", nil, nil)
+	}
+	if got := strings.Count(buf.String(), "request: method=GET path=/v1/proxies status=200"); got != 20 {
+		t.Fatalf("signed requests logged %d lines, want 20", got)
+	}
 }
