@@ -14,10 +14,10 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/dbproxy/dbproxy/controlplane/api"
-	"github.com/dbproxy/dbproxy/internal/testing/testutil"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
 	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
+	"github.com/dbproxy/dbproxy/internal/testing/testutil"
 )
 
 // TestBodiesAreReadAsSent checks that a body is refused, naming the field,
