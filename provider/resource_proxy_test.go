@@ -2,7 +2,6 @@ package provider
 
 import (
 	"fmt"
-	"regexp"
 	"slices"
 	"testing"
 
@@ -319,17 +318,12 @@ func TestAccProxy_zoneWithoutNode(t *testing.T) {
 		Steps: []resource.TestStep{
 			{
 				Config:      cfg,
-				ExpectError: regexp.MustCompile(`(?s)Timed Out Waiting for the Data Plane.*Proxy "main" was stored.*Zones with no connected node: c\.`),
+				ExpectError: wrapRE(`(?s)Timed Out Waiting for the Data Plane.*Proxy "main" was stored.*Zones with no connected node: c\.`),
 			},
 			{
 				// The proxy is tainted: the next apply replaces it and
 				// waits for the node of zone c, now up.
-				PreConfig: func() {
-					creds := e.cp.NodeCredentials("node-c", "c")
-					n := e.cp.StartNode(cptest.NodeOptions{ID: "node-c", Zone: "c", Host: cptest.ZoneHost(2), Credentials: creds})
-					n.WaitSynced(t)
-					e.nodes = append(e.nodes, n)
-				},
+				PreConfig: func() { e.startNode("c") },
 				Config: cfg,
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction("dbproxy_proxy.main", plancheck.ResourceActionDestroyBeforeCreate)},
@@ -460,7 +454,7 @@ resource "dbproxy_proxy" "bad" {
 	}
 	var ts []resource.TestStep
 	for _, s := range steps {
-		ts = append(ts, resource.TestStep{Config: bad(s.body), PlanOnly: true, ExpectError: regexp.MustCompile(s.want)})
+		ts = append(ts, resource.TestStep{Config: bad(s.body), PlanOnly: true, ExpectError: wrapRE(s.want)})
 	}
 	resource.Test(t, resource.TestCase{ProtoV6ProviderFactories: e.factories(), Steps: ts})
 }
