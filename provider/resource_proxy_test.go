@@ -324,7 +324,7 @@ func TestAccProxy_zoneWithoutNode(t *testing.T) {
 				// The proxy is tainted: the next apply replaces it and
 				// waits for the node of zone c, now up.
 				PreConfig: func() { e.startNode("c") },
-				Config: cfg,
+				Config:    cfg,
 				ConfigPlanChecks: resource.ConfigPlanChecks{
 					PreApply: []plancheck.PlanCheck{plancheck.ExpectResourceAction("dbproxy_proxy.main", plancheck.ResourceActionDestroyBeforeCreate)},
 				},
