@@ -98,112 +98,116 @@ func TestEncryptedNotInFile(t *testing.T) {
 }
 
 func TestEncryptedRoundTrip(t *testing.T) {
-	ctx := context.Background()
-	b := openTemp(t)
-	st := Encrypted(b, newTestSealer(t, 1), model.SensitiveKinds...)
-	writeSample(t, st)
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		b := be.open(t)
+		st := Encrypted(b, newTestSealer(t, 1), model.SensitiveKinds...)
+		writeSample(t, st)
 
-	obj := mustGet(t, st, model.KindSecret, "app")
-	if !bytes.Equal(obj.Value, secretJSON(t, "app")) {
-		t.Fatalf("Get through Encrypted = %q", obj.Value)
-	}
-	if obj.Kind != model.KindSecret || obj.Key != "app" || obj.ModRevision != 1 || obj.CreateRevision != 1 {
-		t.Errorf("object meta = %+v", obj)
-	}
-	objs := list(t, st, model.KindSecret, "")
-	if len(objs) != 2 || objs[0].Key != "app" || objs[1].Key != "app2" || !bytes.Equal(objs[1].Value, secretJSON(t, "app2")) {
-		t.Fatalf("List through Encrypted = %+v", objs)
-	}
-	if obj := mustGet(t, st, model.KindAccessKey, "AKID1"); !strings.Contains(string(obj.Value), testPassword) {
-		t.Errorf("access key = %q", obj.Value)
-	}
+		obj := mustGet(t, st, model.KindSecret, "app")
+		if !bytes.Equal(obj.Value, secretJSON(t, "app")) {
+			t.Fatalf("Get through Encrypted = %q", obj.Value)
+		}
+		if obj.Kind != model.KindSecret || obj.Key != "app" || obj.ModRevision != 1 || obj.CreateRevision != 1 {
+			t.Errorf("object meta = %+v", obj)
+		}
+		objs := list(t, st, model.KindSecret, "")
+		if len(objs) != 2 || objs[0].Key != "app" || objs[1].Key != "app2" || !bytes.Equal(objs[1].Value, secretJSON(t, "app2")) {
+			t.Fatalf("List through Encrypted = %+v", objs)
+		}
+		if obj := mustGet(t, st, model.KindAccessKey, "AKID1"); !strings.Contains(string(obj.Value), testPassword) {
+			t.Errorf("access key = %q", obj.Value)
+		}
 
-	// Underneath, sensitive values are sealed and others are not.
-	if raw := mustGet(t, b, model.KindSecret, "app"); bytes.Contains(raw.Value, []byte(testPassword)) || raw.Value[0] != 1 {
-		t.Errorf("inner value of a secret is not sealed: %q", raw.Value)
-	}
-	if raw := mustGet(t, b, model.KindProxy, "visible-proxy-name"); string(raw.Value) != `{"name":"visible-proxy-name"}` {
-		t.Errorf("inner value of a proxy = %q, want it as written", raw.Value)
-	}
+		// Underneath, sensitive values are sealed and others are not.
+		if raw := mustGet(t, b, model.KindSecret, "app"); bytes.Contains(raw.Value, []byte(testPassword)) || raw.Value[0] != 1 {
+			t.Errorf("inner value of a secret is not sealed: %q", raw.Value)
+		}
+		if raw := mustGet(t, b, model.KindProxy, "visible-proxy-name"); string(raw.Value) != `{"name":"visible-proxy-name"}` {
+			t.Errorf("inner value of a proxy = %q, want it as written", raw.Value)
+		}
 
-	t.Run("transaction reads its own sealed write", func(t *testing.T) {
-		_, err := st.Update(ctx, func(tx Tx) error {
-			if err := tx.Put(model.KindSecret, "own", []byte("mine")); err != nil {
-				return err
-			}
-			obj, err := tx.Get(model.KindSecret, "own")
+		t.Run("transaction reads its own sealed write", func(t *testing.T) {
+			_, err := st.Update(ctx, func(tx Tx) error {
+				if err := tx.Put(model.KindSecret, "own", []byte("mine")); err != nil {
+					return err
+				}
+				obj, err := tx.Get(model.KindSecret, "own")
+				if err != nil {
+					return err
+				}
+				if string(obj.Value) != "mine" {
+					return errors.New("own write read back as " + string(obj.Value))
+				}
+				return nil
+			})
 			if err != nil {
-				return err
+				t.Fatal(err)
 			}
-			if string(obj.Value) != "mine" {
-				return errors.New("own write read back as " + string(obj.Value))
-			}
-			return nil
 		})
-		if err != nil {
-			t.Fatal(err)
-		}
-	})
-	t.Run("revisions and subscriptions pass through", func(t *testing.T) {
-		ch, cancel := st.Subscribe()
-		defer cancel()
-		rev := put(t, st, model.KindSecret, "another", "v")
-		if v, _ := recv(t, ch); v != rev || st.Revision() != rev || b.Revision() != rev {
-			t.Fatalf("notified %d, Revision %d, inner %d; want %d", v, st.Revision(), b.Revision(), rev)
-		}
-		if _, err := st.Update(ctx, func(tx Tx) error { return tx.Delete(model.KindSecret, "another") }); err != nil {
-			t.Fatal(err)
-		}
-		wantNotFound(t, st, model.KindSecret, "another")
+		t.Run("revisions and subscriptions pass through", func(t *testing.T) {
+			ch, cancel := st.Subscribe()
+			defer cancel()
+			rev := put(t, st, model.KindSecret, "another", "v")
+			if v, _ := recv(t, ch); v != rev || st.Revision() != rev || b.Revision() != rev {
+				t.Fatalf("notified %d, Revision %d, inner %d; want %d", v, st.Revision(), b.Revision(), rev)
+			}
+			if _, err := st.Update(ctx, func(tx Tx) error { return tx.Delete(model.KindSecret, "another") }); err != nil {
+				t.Fatal(err)
+			}
+			wantNotFound(t, st, model.KindSecret, "another")
+		})
 	})
 }
 
 func TestEncryptedRejects(t *testing.T) {
-	ctx := context.Background()
-	b := openTemp(t)
-	st := Encrypted(b, newTestSealer(t, 1), model.SensitiveKinds...)
-	writeSample(t, st)
-	sealed := mustGet(t, b, model.KindSecret, "app").Value
+	forEachBackend(t, func(t *testing.T, be backend) {
+		ctx := context.Background()
+		b := be.open(t)
+		st := Encrypted(b, newTestSealer(t, 1), model.SensitiveKinds...)
+		writeSample(t, st)
+		sealed := mustGet(t, b, model.KindSecret, "app").Value
 
-	wantDecryptErr := func(t *testing.T, st Store, kind, key string) {
-		t.Helper()
-		_, err := get(t, st, kind, key)
-		if !errors.Is(err, seal.ErrDecrypt) {
-			t.Fatalf("Get %s/%s = %v, want seal.ErrDecrypt", kind, key, err)
+		wantDecryptErr := func(t *testing.T, st Store, kind, key string) {
+			t.Helper()
+			_, err := get(t, st, kind, key)
+			if !errors.Is(err, seal.ErrDecrypt) {
+				t.Fatalf("Get %s/%s = %v, want seal.ErrDecrypt", kind, key, err)
+			}
+			if strings.Contains(err.Error(), testPassword) {
+				t.Errorf("error %q leaks the password", err)
+			}
+			_, err = st.View(ctx, func(r Reader) error { _, err := r.List(kind, ""); return err })
+			if !errors.Is(err, seal.ErrDecrypt) {
+				t.Fatalf("List %s = %v, want seal.ErrDecrypt", kind, err)
+			}
 		}
-		if strings.Contains(err.Error(), testPassword) {
-			t.Errorf("error %q leaks the password", err)
-		}
-		_, err = st.View(ctx, func(r Reader) error { _, err := r.List(kind, ""); return err })
-		if !errors.Is(err, seal.ErrDecrypt) {
-			t.Fatalf("List %s = %v, want seal.ErrDecrypt", kind, err)
-		}
-	}
-	t.Run("wrong master key", func(t *testing.T) {
-		wantDecryptErr(t, Encrypted(b, newTestSealer(t, 2), model.SensitiveKinds...), model.KindSecret, "app")
-	})
-	t.Run("sealed value moved to another key", func(t *testing.T) {
-		put(t, b, model.KindSecret, "moved", string(sealed))
-		wantDecryptErr(t, st, model.KindSecret, "moved")
-	})
-	t.Run("sealed value moved to another kind", func(t *testing.T) {
-		put(t, b, model.KindAccessKey, "app", string(sealed))
-		wantDecryptErr(t, st, model.KindAccessKey, "app")
-	})
-	t.Run("tampered value", func(t *testing.T) {
-		bad := bytes.Clone(sealed)
-		bad[len(bad)/2] ^= 1
-		put(t, b, model.KindSecret, "app", string(bad))
-		wantDecryptErr(t, st, model.KindSecret, "app")
-	})
-	t.Run("plaintext value in a sensitive kind", func(t *testing.T) {
-		put(t, b, model.KindSecret, "app", string(secretJSON(t, "app")))
-		wantDecryptErr(t, st, model.KindSecret, "app")
-	})
-	t.Run("other kinds unaffected", func(t *testing.T) {
-		if obj := mustGet(t, st, model.KindProxy, "visible-proxy-name"); !strings.Contains(string(obj.Value), "visible") {
-			t.Fatalf("proxy = %q", obj.Value)
-		}
+		t.Run("wrong master key", func(t *testing.T) {
+			wantDecryptErr(t, Encrypted(b, newTestSealer(t, 2), model.SensitiveKinds...), model.KindSecret, "app")
+		})
+		t.Run("sealed value moved to another key", func(t *testing.T) {
+			put(t, b, model.KindSecret, "moved", string(sealed))
+			wantDecryptErr(t, st, model.KindSecret, "moved")
+		})
+		t.Run("sealed value moved to another kind", func(t *testing.T) {
+			put(t, b, model.KindAccessKey, "app", string(sealed))
+			wantDecryptErr(t, st, model.KindAccessKey, "app")
+		})
+		t.Run("tampered value", func(t *testing.T) {
+			bad := bytes.Clone(sealed)
+			bad[len(bad)/2] ^= 1
+			put(t, b, model.KindSecret, "app", string(bad))
+			wantDecryptErr(t, st, model.KindSecret, "app")
+		})
+		t.Run("plaintext value in a sensitive kind", func(t *testing.T) {
+			put(t, b, model.KindSecret, "app", string(secretJSON(t, "app")))
+			wantDecryptErr(t, st, model.KindSecret, "app")
+		})
+		t.Run("other kinds unaffected", func(t *testing.T) {
+			if obj := mustGet(t, st, model.KindProxy, "visible-proxy-name"); !strings.Contains(string(obj.Value), "visible") {
+				t.Fatalf("proxy = %q", obj.Value)
+			}
+		})
 	})
 }
 

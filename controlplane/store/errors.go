@@ -12,4 +12,8 @@ var (
 	ErrFormat = errors.New("unsupported or damaged store format")
 	// ErrLocked means another process holds the store's file.
 	ErrLocked = errors.New("store is locked by another process")
+	// ErrUnavailable means a remote store (etcd) did not answer in time or
+	// refused the request, for example without a quorum; trying again
+	// later may succeed.
+	ErrUnavailable = errors.New("store unavailable")
 )

@@ -1,8 +1,9 @@
 // Package store keeps the control plane's desired state: a transactional,
 // revisioned key/value store of JSON objects grouped by kind. This file
 // holds only the interfaces; each backend is its own file (bbolt.go for the
-// embedded single-node store; an etcd backend can implement the same
-// interfaces so that several control-plane replicas share state).
+// embedded single-node store, etcd.go for state that several control-plane
+// replicas share). Both count revisions the same way, one per committed
+// Update, and back up to the same bbolt file (backup.go).
 package store
 
 import (
@@ -64,7 +65,10 @@ type Store interface {
 	// crash after Update returns loses nothing) as one new revision,
 	// which Update returns. When fn wrote nothing, Update returns the
 	// current revision and no new one is made. An error from fn rolls
-	// back and is returned as is.
+	// back and is returned as is. A backend with optimistic concurrency
+	// (etcd) runs fn again when another writer committed first, so fn
+	// must leave nothing behind but its writes to tx and the results it
+	// assigns.
 	Update(ctx context.Context, fn func(tx Tx) error) (uint64, error)
 	// Revision returns the newest committed revision.
 	Revision() uint64
