@@ -288,10 +288,12 @@ func (r *proxyResource) ValidateConfig(ctx context.Context, req resource.Validat
 	validateWithModel(err, unknown, nil, &resp.Diagnostics)
 }
 
-// ModifyPlan refuses at plan time auth blocks whose secrets, as they exist
-// on the control plane, share a username: the API checks that only at
-// apply. Secrets that do not exist yet (made in the same apply) are left
-// to the API.
+// ModifyPlan warns at plan time of auth blocks whose secrets, as they
+// exist on the control plane now, share a username: the API refuses that
+// at apply. It is a warning, not an error, because the same plan may
+// change a secret's username (the fix of this very mistake), which the
+// proxy's plan cannot see. Secrets that do not exist yet are left to the
+// API.
 func (r *proxyResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanRequest, resp *resource.ModifyPlanResponse) {
 	if req.Plan.Raw.IsNull() || r.data == nil || r.data.client == nil {
 		return
@@ -324,9 +326,10 @@ func (r *proxyResource) ModifyPlan(ctx context.Context, req resource.ModifyPlanR
 			continue
 		}
 		if o, dup := byUser[s.Username]; dup {
-			resp.Diagnostics.AddAttributeError(path.Root("auth").AtListIndex(i).AtName("secret"), "Invalid Attribute Value",
+			resp.Diagnostics.AddAttributeWarning(path.Root("auth").AtListIndex(i).AtName("secret"), "Auth Blocks Share a Username",
 				fmt.Sprintf("Secret %q has username %q, as secret %q of auth block %d does: a proxy's auth blocks need "+
-					"secrets with distinct usernames. Use one auth block for that user.", s.Name, s.Username, o.secret, o.index))
+					"secrets with distinct usernames, and the control plane will refuse the proxy at apply unless this "+
+					"plan changes one of the usernames. Use one auth block per database user.", s.Name, s.Username, o.secret, o.index))
 			continue
 		}
 		byUser[s.Username] = owner{index: i, secret: s.Name}

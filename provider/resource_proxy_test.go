@@ -1,10 +1,20 @@
 package provider
 
 import (
+	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/hashicorp/terraform-plugin-framework-timeouts/resource/timeouts"
+	"github.com/hashicorp/terraform-plugin-framework/attr"
+	"github.com/hashicorp/terraform-plugin-framework/diag"
+	"github.com/hashicorp/terraform-plugin-framework/path"
+	fwresource "github.com/hashicorp/terraform-plugin-framework/resource"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
+	"github.com/hashicorp/terraform-plugin-framework/types"
+	"github.com/hashicorp/terraform-plugin-go/tftypes"
 	"github.com/hashicorp/terraform-plugin-testing/helper/resource"
 	"github.com/hashicorp/terraform-plugin-testing/knownvalue"
 	"github.com/hashicorp/terraform-plugin-testing/plancheck"
@@ -369,18 +379,6 @@ resource "dbproxy_proxy" "bad" {
 `, `(?s)Invalid Attribute Value.*secret "s1" is listed twice`},
 		{`
   name  = "main"
-  zones = ["a"]
-
-  auth {
-    secret = "s1"
-  }
-
-  auth {
-    secret = "s2"
-  }
-`, `(?s)Invalid Attribute Value.*Secret "s2" has username "same", as secret "s1" of auth block 0 does`},
-		{`
-  name  = "main"
   zones = ["a", "Zone_B"]
 ` + auth, `(?s)Invalid Attribute Value.*"Zone_B" is not a valid zone name`},
 		{`
@@ -456,5 +454,93 @@ resource "dbproxy_proxy" "bad" {
 	for _, s := range steps {
 		ts = append(ts, resource.TestStep{Config: bad(s.body), PlanOnly: true, ExpectError: wrapRE(s.want)})
 	}
+	// Secrets sharing a username are a warning at plan (TestProxyModifyPlan)
+	// and the API's error at apply, on the auth block that repeats it.
+	ts = append(ts, resource.TestStep{
+		Config: bad(`
+  name  = "main"
+  zones = ["a"]
+
+  auth {
+    secret = "s1"
+  }
+
+  auth {
+    secret = "s2"
+  }
+`),
+		ExpectError: wrapRE(`(?s)Cannot Create Proxy "main".*secret "s2" has username "same", as secret "s1" of auth\[0\] of proxy "main" does`),
+	})
 	resource.Test(t, resource.TestCase{ProtoV6ProviderFactories: e.factories(), Steps: ts})
+}
+
+// TestProxyModifyPlan: auth blocks whose existing secrets share a username
+// get a warning at plan, on the block that repeats it; distinct usernames
+// and secrets not made yet get none.
+func TestProxyModifyPlan(t *testing.T) {
+	cp := cptest.Start(t)
+	ctx := context.Background()
+	cp.Do("PUT", "/v1/secrets/s1", map[string]any{"username": "same", "password": "p1"}, nil)
+	cp.Do("PUT", "/v1/secrets/s2", map[string]any{"username": "same", "password": "p2"}, nil)
+	cp.Do("PUT", "/v1/secrets/s3", map[string]any{"username": "other", "password": "p3"}, nil)
+	r := &proxyResource{data: &providerData{client: cp.Client}}
+	var sr fwresource.SchemaResponse
+	r.Schema(ctx, fwresource.SchemaRequest{}, &sr)
+	plan := func(secrets ...string) tfsdk.Plan {
+		t.Helper()
+		var auths []attr.Value
+		for _, s := range secrets {
+			auths = append(auths, types.ObjectValueMust(authAttrTypes, map[string]attr.Value{
+				"secret": types.StringValue(s), "iam_auth": types.StringValue(vocab.IAMAuthDisabled),
+				"client_password_auth_type": types.StringValue(vocab.AuthNativePassword), "description": types.StringNull(),
+			}))
+		}
+		m := proxyModel{
+			proxyFields: proxyFields{
+				ID: types.StringUnknown(), Name: types.StringValue("main"), EngineFamily: types.StringValue(vocab.EngineMySQL),
+				Zones:      types.ListValueMust(types.StringType, []attr.Value{types.StringValue("a")}),
+				Auth:       types.ListValueMust(types.ObjectType{AttrTypes: authAttrTypes}, auths),
+				RequireTLS: types.BoolValue(false), IdleClientTimeout: types.Int64Value(1800), MaxClientConnections: types.Int64Value(0),
+				DebugLogging: types.BoolValue(false), Port: types.Int64Unknown(), Endpoint: types.StringUnknown(),
+				Addresses: types.ListUnknown(types.StringType),
+			},
+			Timeouts: timeouts.Value{Object: types.ObjectNull(map[string]attr.Type{
+				"create": types.StringType, "update": types.StringType, "delete": types.StringType})},
+		}
+		st := tfsdk.State{Schema: sr.Schema}
+		if diags := st.Set(ctx, &m); diags.HasError() {
+			t.Fatalf("plan: %v", diags)
+		}
+		return tfsdk.Plan{Schema: sr.Schema, Raw: st.Raw}
+	}
+	for _, tc := range []struct {
+		name     string
+		secrets  []string
+		warnings int
+	}{
+		{"shared username", []string{"s1", "s2"}, 1},
+		{"distinct usernames", []string{"s1", "s3"}, 0},
+		{"secret not made yet", []string{"s1", "later"}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := plan(tc.secrets...)
+			req := fwresource.ModifyPlanRequest{Plan: p, State: tfsdk.State{Schema: sr.Schema, Raw: tftypes.NewValue(p.Raw.Type(), nil)}}
+			resp := fwresource.ModifyPlanResponse{Plan: p}
+			r.ModifyPlan(ctx, req, &resp)
+			if resp.Diagnostics.HasError() {
+				t.Fatalf("errors: %v", resp.Diagnostics)
+			}
+			ws := resp.Diagnostics.Warnings()
+			if len(ws) != tc.warnings {
+				t.Fatalf("warnings = %v, want %d", ws, tc.warnings)
+			}
+			if tc.warnings > 0 {
+				w, ok := ws[0].(diag.DiagnosticWithPath)
+				if !ok || !w.Path().Equal(path.Root("auth").AtListIndex(1).AtName("secret")) ||
+					!strings.Contains(w.Detail(), `Secret "s2" has username "same", as secret "s1" of auth block 0 does`) {
+					t.Fatalf("warning = %#v", ws[0])
+				}
+			}
+		})
+	}
 }
