@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/dbproxy/dbproxy/controlplane/api"
+	"github.com/dbproxy/dbproxy/controlplane/store"
 	"github.com/dbproxy/dbproxy/internal/apiclient"
 	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/sigv4"
@@ -280,5 +281,72 @@ func TestRefusedRequestsLogAtALimitedRate(t *testing.T) {
 	}
 	if got := strings.Count(buf.String(), "request: method=GET path=/v1/proxies status=200"); got != 20 {
 		t.Fatalf("signed requests logged %d lines, want 20", got)
+	}
+}
+
+// TestPolicyDocumentRules checks the rules a policy document must meet on
+// write, and that a document stored under the older rules still grants
+// what it did.
+func TestPolicyDocumentRules(t *testing.T) {
+	e := newEnv(t)
+	c := e.client(e.root)
+	seed(t, c)
+	for name, doc := range map[string]string{
+		"missing Version":         `{"Statement":[{"Effect":"Allow","Action":"dbproxy:GetProxy","Resource":"*"}]}`,
+		"unknown Version":         `{"Version":"2008-10-17","Statement":[{"Effect":"Allow","Action":"dbproxy:GetProxy","Resource":"*"}]}`,
+		"unknown action":          `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dbproxy:GetProxie","Resource":"*"}]}`,
+		"unknown NotAction":       `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","NotAction":"dbproxy:DeleteProxys","Resource":"*"}]}`,
+		"wildcard matches none":   `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dbproxy:Drop*","Resource":"*"}]}`,
+		"more than 100 statement": `{"Version":"2012-10-17","Statement":[` + strings.Repeat(`{"Effect":"Allow","Action":"*","Resource":"*"},`, 100) + `{"Effect":"Allow","Action":"*","Resource":"*"}]}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			got := do(t, c, "PUT", "/v1/iam/policies/p", map[string]string{"policy": doc}, nil)
+			if got == nil || got.Status != http.StatusBadRequest || got.Field != "policy" {
+				t.Fatalf("PUT of a policy with %s: %v; want 400 naming policy", name, got)
+			}
+		})
+	}
+	// Every route checks a known action: none answers 500 (authorize
+	// refuses an unknown one).
+	must(t, c, "PUT", "/v1/iam/users/alice", obj(`{}`), nil)
+	must(t, c, "PUT", "/v1/iam/policies/p", map[string]string{"policy": `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dbproxy:*","Resource":"*"}]}`}, nil)
+	for _, r := range []struct{ method, path string }{
+		{"GET", "/v1/secrets"}, {"GET", "/v1/secrets/app"}, {"GET", "/v1/proxies"}, {"GET", "/v1/proxies/main"},
+		{"GET", "/v1/proxies/main/target-group"}, {"DELETE", "/v1/proxies/main/target-group"},
+		{"GET", "/v1/proxies/main/targets"}, {"GET", "/v1/proxies/main/targets/x"},
+		{"GET", "/v1/proxies/main/endpoints"}, {"GET", "/v1/proxies/main/endpoints/x"},
+		{"GET", "/v1/iam/users"}, {"GET", "/v1/iam/users/alice"}, {"GET", "/v1/iam/policies"}, {"GET", "/v1/iam/policies/p"},
+		{"GET", "/v1/iam/users/alice/policies"}, {"GET", "/v1/iam/users/alice/policies/p"}, {"DELETE", "/v1/iam/users/alice/policies/p"},
+		{"GET", "/v1/iam/users/alice/access-keys"}, {"GET", "/v1/iam/users/alice/access-keys/x"}, {"PATCH", "/v1/iam/users/alice/access-keys/x"},
+		{"DELETE", "/v1/iam/users/alice/access-keys/x"}, {"GET", "/v1/nodes"}, {"GET", "/v1/rollout"}, {"GET", "/v1/status"}, {"GET", "/v1/identity"},
+		{"DELETE", "/v1/proxies/main/targets/x"}, {"DELETE", "/v1/proxies/main/endpoints/x"}, {"DELETE", "/v1/iam/policies/nope"}, {"DELETE", "/v1/secrets/nope"},
+	} {
+		var body any
+		if r.method == "PATCH" {
+			body = obj(`{"status":"Active"}`)
+		}
+		if got := do(t, c, r.method, r.path, body, nil); got != nil && got.Status >= 500 {
+			t.Errorf("%s %s: %v", r.method, r.path, got)
+		}
+	}
+
+	// A document stored before these rules (no Version, an action that
+	// does not exist) keeps granting what it did.
+	const old = `{"Statement":[{"Effect":"Allow","Action":["dbproxy:GetProxy","dbproxy:Frobnicate"],"Resource":"proxy/*"}]}`
+	_, err := e.store.Update(t.Context(), func(tx store.Tx) error {
+		b, _ := json.Marshal(model.Policy{Name: "old", Document: old})
+		return tx.Put(model.KindPolicy, "old", b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, c, "PUT", "/v1/iam/users/bob", obj(`{}`), nil)
+	must(t, c, "PUT", "/v1/iam/users/bob/policies/old", obj(`{}`), nil)
+	var key model.AccessKey
+	must(t, c, "POST", "/v1/iam/users/bob/access-keys", nil, &key)
+	bob := e.client(sigv4.Credentials{AccessKeyID: key.ID, SecretAccessKey: key.SecretAccessKey})
+	must(t, bob, "GET", "/v1/proxies/main", nil, nil)
+	if got := do(t, bob, "GET", "/v1/secrets/app", nil, nil); got == nil || got.Status != http.StatusForbidden {
+		t.Fatalf("bob reads a secret: %v; want 403", got)
 	}
 }

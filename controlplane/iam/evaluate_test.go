@@ -17,16 +17,16 @@ func mustParse(t *testing.T, doc string) *iam.Policy {
 
 func TestEvaluate(t *testing.T) {
 	const (
-		connectApp = `{"Statement":{"Effect":"Allow","Action":"dbproxy:Connect","Resource":"proxy/app/dbuser/*"}}`
-		denyAdmin  = `{"Statement":{"Effect":"Deny","Action":"dbproxy:Connect","Resource":"proxy/*/dbuser/admin"}}`
-		readOnly   = `{"Statement":[{"Effect":"Allow","Action":["dbproxy:Get*","dbproxy:List*"],"Resource":"*"}]}`
-		allButDel  = `{"Statement":[{"Effect":"Allow","NotAction":"dbproxy:Delete*","Resource":"*"}]}`
-		notSecrets = `{"Statement":[{"Effect":"Allow","Action":"dbproxy:*","NotResource":["secret/*","policy/*"]}]}`
-		denyNotGet = `{"Statement":[{"Effect":"Allow","Action":"*","Resource":"*"},{"Effect":"Deny","NotAction":"dbproxy:Get*","Resource":"proxy/prod"}]}`
-		zoneOne    = `{"Statement":{"Effect":"Allow","Action":"dbproxy:ReceiveConfig","Resource":"zone/?"}}`
-		mixedCase  = `{"Statement":{"Effect":"Allow","Action":"DBPROXY:getproxy","Resource":"proxy/App"}}`
-		everything = `{"Statement":{"Effect":"Allow","Action":"*","Resource":"*"}}`
-		denyAll    = `{"Statement":{"Effect":"Deny","Action":"*","Resource":"*"}}`
+		connectApp = `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"dbproxy:Connect","Resource":"proxy/app/dbuser/*"}}`
+		denyAdmin  = `{"Version":"2012-10-17","Statement":{"Effect":"Deny","Action":"dbproxy:Connect","Resource":"proxy/*/dbuser/admin"}}`
+		readOnly   = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":["dbproxy:Get*","dbproxy:List*"],"Resource":"*"}]}`
+		allButDel  = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","NotAction":"dbproxy:Delete*","Resource":"*"}]}`
+		notSecrets = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dbproxy:*","NotResource":["secret/*","policy/*"]}]}`
+		denyNotGet = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"},{"Effect":"Deny","NotAction":"dbproxy:Get*","Resource":"proxy/prod"}]}`
+		zoneOne    = `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"dbproxy:ReceiveConfig","Resource":"zone/?"}}`
+		mixedCase  = `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"DBPROXY:getproxy","Resource":"proxy/App"}}`
+		everything = `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"*","Resource":"*"}}`
+		denyAll    = `{"Version":"2012-10-17","Statement":{"Effect":"Deny","Action":"*","Resource":"*"}}`
 	)
 	cases := []struct {
 		name     string

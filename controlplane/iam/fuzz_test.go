@@ -13,8 +13,10 @@ import (
 func FuzzParsePolicy(f *testing.F) {
 	for _, seed := range []string{
 		`{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"dbproxy:Connect","Resource":"proxy/app/dbuser/*"}}`,
+		`{"Version":"2012-10-17","Statement":[{"Sid":"a","Effect":"Deny","NotAction":["dbproxy:Get*","*"],"NotResource":["secret/?"]}]}`,
 		`{"Statement":[{"Sid":"a","Effect":"Deny","NotAction":["dbproxy:Get*","*"],"NotResource":["secret/?"]}]}`,
-		`{"Id":"x","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"},{"Effect":"Deny","Action":"dbproxy:Delete*","Resource":"proxy/prod"}]}`,
+		`{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dbproxy:Frob*","Resource":"*"}]}`,
+		`{"Version":"2012-10-17","Id":"x","Statement":[{"Effect":"Allow","Action":"*","Resource":"*"},{"Effect":"Deny","Action":"dbproxy:Delete*","Resource":"proxy/prod"}]}`,
 		`{"Statement":{"Effect":"Allow","Action":"*","Resource":"*","Condition":{}}}`,
 		`{"Statement":{"Effect":"Allow","Effect":"Deny","Action":"*","Resource":"*"}}`,
 		`{"Statement":[]}`,
@@ -26,6 +28,9 @@ func FuzzParsePolicy(f *testing.F) {
 		f.Add(seed)
 	}
 	f.Fuzz(func(t *testing.T, doc string) {
+		if sp, err := iam.ParseStoredPolicy(doc); (sp == nil) == (err == nil) {
+			t.Fatalf("ParseStoredPolicy = %+v, %v", sp, err)
+		}
 		p, err := iam.ParsePolicy(doc)
 		if err != nil {
 			if p != nil {
@@ -33,8 +38,16 @@ func FuzzParsePolicy(f *testing.F) {
 			}
 			return
 		}
-		if len(p.Statements) == 0 {
-			t.Fatal("accepted a policy without statements")
+		if len(p.Statements) == 0 || len(p.Statements) > iam.MaxStatements {
+			t.Fatalf("accepted a policy with %d statements", len(p.Statements))
+		}
+		if p.Version != iam.Version {
+			t.Fatalf("accepted Version %q", p.Version)
+		}
+		// The stored documents' parser accepts a superset, to the same
+		// policy.
+		if stored, err := iam.ParseStoredPolicy(doc); err != nil || !reflect.DeepEqual(stored, p) {
+			t.Fatalf("ParseStoredPolicy = %+v, %v; ParsePolicy = %+v", stored, err, p)
 		}
 		for i, st := range p.Statements {
 			if st.Effect != iam.EffectAllow && st.Effect != iam.EffectDeny {

@@ -2,7 +2,7 @@
 // documents and decides whether a principal's policies allow an action on
 // a resource.
 //
-// Documents use the IAM grammar's core: "Version" (optional, "2012-10-17"),
+// Documents use the IAM grammar's core: "Version" (required, "2012-10-17"),
 // "Id" (optional) and "Statement" (one object or an array), each statement
 // with "Effect" ("Allow" or "Deny"), exactly one of "Action" and
 // "NotAction", exactly one of "Resource" and "NotResource" (a string or an
@@ -13,7 +13,14 @@
 // Actions are "dbproxy:<Name>" or "*": dbproxy:Connect (on
 // proxy/<proxy>/dbuser/<user>), dbproxy:ReceiveConfig (on zone/<zone>, for
 // data-plane nodes) and the admin actions dbproxy:Get*, dbproxy:Put*,
-// dbproxy:Delete* and dbproxy:List*. They match case-insensitively.
+// dbproxy:Delete* and dbproxy:List* (KnownActions lists them). They match
+// case-insensitively. A name that is no known action, or a wildcard that
+// matches none, is an error: a typo in an Action would grant nothing, and
+// in a NotAction or a Deny it would grant more than its author meant.
+//
+// A document holds at most MaxStatements statements and MaxDocumentSize
+// bytes, so that evaluating a user's policies stays cheap (a user holds a
+// bounded number of them; the API caps attachments).
 //
 // Resources are plain paths, not ARNs, and match case-sensitively:
 // proxy/<name>, proxy/<proxy>/dbuser/<user>, zone/<zone>, secret/<name>,
@@ -47,8 +54,16 @@ const (
 	EffectDeny  = "Deny"
 )
 
-// MaxDocumentSize is the largest policy document ParsePolicy accepts, in bytes.
-const MaxDocumentSize = 128 << 10
+// MaxDocumentSize is the largest policy document ParsePolicy accepts, in
+// bytes: AWS IAM's limit for a managed policy, 6,144 characters (AWS does
+// not count white space; this counts every byte, which is stricter).
+const MaxDocumentSize = 6144
+
+// MaxStatements is the most statements ParsePolicy accepts in a document.
+// AWS has no such limit besides the size, which allows about 130 of the
+// smallest statements; 100 keeps the cost of evaluating a policy bounded
+// by the statement count rather than by how tersely it is written.
+const MaxStatements = 100
 
 // Policy is a parsed IAM JSON policy document.
 type Policy struct {
@@ -96,16 +111,39 @@ func fieldErr(field, format string, args ...any) error {
 	return &FieldError{Field: field, Message: fmt.Sprintf(format, args...)}
 }
 
-// ParsePolicy parses an IAM JSON policy document: "Version" (optional,
-// "2012-10-17" if given), "Statement" (object or array), each with
-// "Effect" (Allow|Deny), "Action"/"NotAction" and "Resource"/"NotResource"
-// as string or array of strings, optional "Sid". Unknown keys (e.g.
-// "Condition", "Principal") and repeated keys are errors. Errors are
-// *FieldError values naming the field, e.g. `Statement[1].Effect: must be
-// "Allow" or "Deny"`, and match ErrInvalidPolicy.
+// ParsePolicy parses an IAM JSON policy document: "Version" ("2012-10-17",
+// required), "Statement" (object or array, at most MaxStatements), each
+// with "Effect" (Allow|Deny), "Action"/"NotAction" (known actions, see
+// KnownActions) and "Resource"/"NotResource" as string or array of
+// strings, optional "Sid". Unknown keys (e.g. "Condition", "Principal")
+// and repeated keys are errors. Errors are *FieldError values naming the
+// field, e.g. `Statement[1].Effect: must be "Allow" or "Deny"`, and match
+// ErrInvalidPolicy.
 func ParsePolicy(doc string) (*Policy, error) {
-	if len(doc) > MaxDocumentSize {
-		return nil, fieldErr("", "policy document is %d bytes, more than %d", len(doc), MaxDocumentSize)
+	return parse(doc, true)
+}
+
+// ParseStoredPolicy parses a document that ParsePolicy accepted when it was
+// written, perhaps under older rules: it accepts what those rules did and
+// the present ones do not (no Version, action names that are no known
+// action, more than MaxStatements statements, up to 128 KiB), so that
+// stored policies keep granting what they granted when an upgrade makes
+// the rules stricter. An unknown action matches nothing, as before.
+func ParseStoredPolicy(doc string) (*Policy, error) {
+	return parse(doc, false)
+}
+
+// storedDocumentSize is the size limit of documents written before
+// MaxDocumentSize.
+const storedDocumentSize = 128 << 10
+
+func parse(doc string, strict bool) (*Policy, error) {
+	maxSize := MaxDocumentSize
+	if !strict {
+		maxSize = storedDocumentSize
+	}
+	if len(doc) > maxSize {
+		return nil, fieldErr("", "policy document is %d bytes, more than %d", len(doc), maxSize)
 	}
 	if strings.TrimSpace(doc) == "" {
 		return nil, fieldErr("", "policy document is empty")
@@ -135,7 +173,7 @@ func ParsePolicy(doc string) (*Policy, error) {
 			p.ID = v
 		case "Statement":
 			sawStatement = true
-			if p.Statements, err = statements(m.value); err != nil {
+			if p.Statements, err = statements(m.value, strict); err != nil {
 				return nil, err
 			}
 		default:
@@ -145,13 +183,19 @@ func ParsePolicy(doc string) (*Policy, error) {
 	if !sawStatement {
 		return nil, fieldErr("Statement", "is required")
 	}
+	// Checked last, so that a document with other errors too is told of
+	// those first: they are what its author got wrong, Version is a line
+	// to add.
+	if strict && p.Version == "" {
+		return nil, fieldErr("Version", "is required; add \"Version\": %q", Version)
+	}
 	return p, nil
 }
 
-func statements(raw json.RawMessage) ([]Statement, error) {
+func statements(raw json.RawMessage, strict bool) ([]Statement, error) {
 	switch firstByte(raw) {
 	case '{':
-		st, err := statement(raw, "Statement")
+		st, err := statement(raw, "Statement", strict)
 		if err != nil {
 			return nil, err
 		}
@@ -164,9 +208,12 @@ func statements(raw json.RawMessage) ([]Statement, error) {
 		if len(items) == 0 {
 			return nil, fieldErr("Statement", "must not be empty")
 		}
+		if strict && len(items) > MaxStatements {
+			return nil, fieldErr("Statement", "has %d statements, more than %d; split the policy", len(items), MaxStatements)
+		}
 		out := make([]Statement, 0, len(items))
 		for i, item := range items {
-			st, err := statement(item, fmt.Sprintf("Statement[%d]", i))
+			st, err := statement(item, fmt.Sprintf("Statement[%d]", i), strict)
 			if err != nil {
 				return nil, err
 			}
@@ -177,7 +224,8 @@ func statements(raw json.RawMessage) ([]Statement, error) {
 	return nil, fieldErr("Statement", "must be an object or an array of objects")
 }
 
-func statement(raw json.RawMessage, field string) (Statement, error) {
+func statement(raw json.RawMessage, field string, strict bool) (Statement, error) {
+	validAction := func(a string) string { return validAction(a, strict) }
 	var st Statement
 	members, err := object(raw, field)
 	if err != nil {
@@ -231,8 +279,9 @@ func statement(raw json.RawMessage, field string) (Statement, error) {
 }
 
 // validAction accepts "*" and "dbproxy:<name>" where name is letters,
-// digits and wildcards.
-func validAction(a string) string {
+// digits and wildcards and, when strict, names a known action or matches
+// one.
+func validAction(a string, strict bool) string {
 	if a == "*" {
 		return ""
 	}
@@ -247,6 +296,15 @@ func validAction(a string) string {
 		if !(r == '*' || r == '?' || (r < utf8.RuneSelf && (unicode.IsLetter(r) || unicode.IsDigit(r)))) {
 			return "action name may contain only letters, digits, * and ?"
 		}
+	}
+	switch {
+	case !strict:
+	case strings.ContainsAny(name, "*?"):
+		if !matchesKnown(a) {
+			return "matches no dbproxy action (see the list of actions in the docs)"
+		}
+	case !KnownAction(a):
+		return "is not a dbproxy action (see the list of actions in the docs)"
 	}
 	return ""
 }

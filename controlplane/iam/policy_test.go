@@ -38,9 +38,9 @@ func TestParsePolicy(t *testing.T) {
 			}},
 		},
 		{
-			name: "no version, star action, upper-case service",
-			doc:  `{"Statement":[{"Effect":"Deny","Action":["*","DBPROXY:put*"],"Resource":"zone/a"}]}`,
-			want: &iam.Policy{Statements: []iam.Statement{
+			name: "star action, upper-case service",
+			doc:  `{"Version":"2012-10-17","Statement":[{"Effect":"Deny","Action":["*","DBPROXY:put*"],"Resource":"zone/a"}]}`,
+			want: &iam.Policy{Version: "2012-10-17", Statements: []iam.Statement{
 				{Effect: "Deny", Actions: []string{"*", "DBPROXY:put*"}, Resources: []string{"zone/a"}},
 			}},
 		},
@@ -104,6 +104,11 @@ func TestParsePolicyErrors(t *testing.T) {
 		{"resource arn", `{"Statement":[{"Effect":"Allow","Action":"*","Resource":"arn:aws:rds-db:eu-west-1:1:dbuser:x/y"}]}`, `Statement[0].Resource: "arn:aws:rds-db:eu-west-1:1:dbuser:x/y": resources are plain paths like proxy/<name>, not ARNs`},
 		{"resource leading slash", `{"Statement":[{"Effect":"Allow","Action":"*","Resource":["*","/proxy/p"]}]}`, `Statement[0].Resource[1]: "/proxy/p": resources are paths like proxy/<name> without a leading /`},
 		{"resource with space", `{"Statement":[{"Effect":"Allow","Action":"*","NotResource":"proxy/a b"}]}`, `Statement[0].NotResource: "proxy/a b": must not contain spaces or control characters`},
+		{"missing version", `{"Statement":{` + ok + `}}`, `Version: is required; add "Version": "2012-10-17"`},
+		{"unknown action", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":["dbproxy:Connect","dbproxy:Conect"],"Resource":"*"}}`, `Statement.Action[1]: "dbproxy:Conect": is not a dbproxy action`},
+		{"unknown not action", `{"Version":"2012-10-17","Statement":{"Effect":"Allow","NotAction":"dbproxy:DeleteProxys","Resource":"*"}}`, `Statement.NotAction: "dbproxy:DeleteProxys": is not a dbproxy action`},
+		{"wildcard matching no action", `{"Version":"2012-10-17","Statement":{"Effect":"Deny","Action":"dbproxy:Remove*","Resource":"*"}}`, `Statement.Action: "dbproxy:Remove*": matches no dbproxy action`},
+		{"too many statements", `{"Version":"2012-10-17","Statement":[` + strings.Repeat(`{"Effect":"Allow","Action":"*","Resource":"*"},`, iam.MaxStatements) + `{` + ok + `}]}`, `Statement: has 101 statements, more than 100`},
 		{"resource null", `{"Statement":[{"Effect":"Allow","Action":"*","Resource":null}]}`, `Statement[0].Resource: must be a string or an array of strings`},
 	}
 	for _, c := range cases {
@@ -144,5 +149,51 @@ func TestPolicyMarshalJSONRoundTrip(t *testing.T) {
 	}
 	if !reflect.DeepEqual(p, again) {
 		t.Fatalf("round trip:\n got %+v\nwant %+v", again, p)
+	}
+}
+
+// TestKnownActions checks that actions are matched against the list
+// case-insensitively and that wildcards need to match one of them.
+func TestKnownActions(t *testing.T) {
+	for _, a := range []string{"*", "dbproxy:*", "dbproxy:Get*", "DBPROXY:getproxy", "dbproxy:List?odes", "dbproxy:Connect",
+		"dbproxy:ReceiveConfig", "dbproxy:PutUserPolicyAttachment", "dbproxy:GetBackup", "dbproxy:*Secret*"} {
+		doc := `{"Version":"2012-10-17","Statement":{"Effect":"Allow","Action":"` + a + `","Resource":"*"}}`
+		if _, err := iam.ParsePolicy(doc); err != nil {
+			t.Errorf("action %q: %v", a, err)
+		}
+	}
+	for _, a := range iam.KnownActions() {
+		if !iam.KnownAction(strings.ToUpper(a)) {
+			t.Errorf("KnownAction(%q) is false", strings.ToUpper(a))
+		}
+	}
+}
+
+// TestParseStoredPolicy checks that documents stored under the older,
+// laxer rules still parse, and grant what they did.
+func TestParseStoredPolicy(t *testing.T) {
+	const ok = `{"Effect":"Allow","Action":"dbproxy:Connect","Resource":"proxy/p/dbuser/u"}`
+	for name, doc := range map[string]string{
+		"no version":      `{"Statement":` + ok + `}`,
+		"unknown action":  `{"Version":"2012-10-17","Statement":[` + ok + `,{"Effect":"Deny","Action":"dbproxy:Frobnicate","Resource":"*"}]}`,
+		"many statements": `{"Version":"2012-10-17","Statement":[` + strings.Repeat(ok+`,`, 2*iam.MaxStatements) + ok + `]}`,
+		"over 6144 bytes": `{"Version":"2012-10-17","Id":"` + strings.Repeat("x", iam.MaxDocumentSize) + `","Statement":` + ok + `}`,
+	} {
+		t.Run(name, func(t *testing.T) {
+			if _, err := iam.ParsePolicy(doc); err == nil {
+				t.Fatal("ParsePolicy accepted it; the case tests nothing")
+			}
+			p, err := iam.ParseStoredPolicy(doc)
+			if err != nil {
+				t.Fatalf("ParseStoredPolicy: %v", err)
+			}
+			if d := iam.Evaluate([]*iam.Policy{p}, iam.ActionConnect, "proxy/p/dbuser/u"); d != iam.Allow {
+				t.Fatalf("the stored policy decides %v, want Allow", d)
+			}
+		})
+	}
+	// What is wrong under any rules stays wrong.
+	if _, err := iam.ParseStoredPolicy(`{"Statement":{"Effect":"Maybe","Action":"*","Resource":"*"}}`); err == nil {
+		t.Fatal("ParseStoredPolicy accepted a bad Effect")
 	}
 }

@@ -41,7 +41,7 @@ func ActiveKey(ctx context.Context, st store.Store, id string) (*model.AccessKey
 func ParsePolicies(docs []model.Policy) (parsed map[string]*iam.Policy, bad map[string]error) {
 	parsed = make(map[string]*iam.Policy, len(docs))
 	for _, d := range docs {
-		p, err := iam.ParsePolicy(d.Document)
+		p, err := iam.ParseStoredPolicy(d.Document)
 		if err != nil {
 			if bad == nil {
 				bad = map[string]error{}
