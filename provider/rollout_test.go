@@ -64,8 +64,15 @@ resource "dbproxy_endpoint" "wide" {
 					`Node node-a \(zone a, connected\) serves revision \d+; it last rejected version \S+: .*` + fmt.Sprint(hogPort)),
 			},
 			{
-				// The clash goes (node a takes the next configuration);
-				// zone b has no node: the wait ends with the timeout.
+				// The clash goes: node a takes the next configuration.
+				// (A step of its own: created in the same apply, the
+				// next endpoint could be stored before the clash is
+				// deleted, and be rejected with it.)
+				Config: e.config(""),
+				Check:  e.checkGoneAll("/v1/proxies/solo/endpoints/clash"),
+			},
+			{
+				// Zone b has no node: the wait ends with the timeout.
 				Config: e.config(wide("3s")),
 				ExpectError: wrapRE(`(?s)Timed Out Waiting for the Data Plane.*Endpoint "wide" of proxy "main" was stored.*` +
 					`not every data-plane node serves it before the timeout.*Zones with no connected node: b\.`),
