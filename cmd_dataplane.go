@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/dbproxy/dbproxy/dataplane/backend"
 	"github.com/dbproxy/dbproxy/dataplane/config"
 	"github.com/dbproxy/dbproxy/dataplane/managed"
 	"github.com/dbproxy/dbproxy/dataplane/node"
@@ -27,18 +28,25 @@ func runDataplane(args []string, stderr io.Writer) int {
 	zone := fs.String("zone", "", "zone of this node (overrides node.zone in the file)")
 	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log in JSON")
+	discovery := fs.Duration("writer-discovery-interval", backend.DefaultDiscoveryInterval,
+		"how often every target of a proxy is checked while the proxy has no writer (bounds how long writes wait after a promotion)")
 	var m managedFlags
 	m.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	if *discovery <= 0 {
+		fmt.Fprintln(stderr, "dbproxy dataplane: --writer-discovery-interval must be positive")
+		return 2
+	}
+	nodeOpts := node.Options{WriterDiscoveryInterval: *discovery}
 	log := hclog.New(&hclog.LoggerOptions{Name: "dataplane", Level: hclog.LevelFromString(*logLevel), Output: stderr, JSONFormat: *logJSON})
 	switch {
 	case *cfgPath != "" && m.controlPlane != "":
 		fmt.Fprintln(stderr, "dbproxy dataplane: use either --config or --control-plane, not both")
 		return 2
 	case m.controlPlane != "":
-		return m.run(*zone, log, stderr)
+		return m.run(*zone, nodeOpts, log, stderr)
 	case *cfgPath == "":
 		fmt.Fprintln(stderr, "dbproxy dataplane: --control-plane (with --zone, --node-id, --credentials) or --config is required")
 		return 2
@@ -51,7 +59,8 @@ func runDataplane(args []string, stderr io.Writer) int {
 	if *zone != "" {
 		cfg.Node.Zone = *zone
 	}
-	n, err := node.New(node.Options{Logger: log})
+	nodeOpts.Logger = log
+	n, err := node.New(nodeOpts)
 	if err != nil {
 		log.Error("cannot start node", "error", err)
 		return 1
@@ -106,7 +115,7 @@ func (m *managedFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&m.region, "region", "", "the control plane's SigV4 region (default: the credentials file's, else local)")
 }
 
-func (m *managedFlags) run(zone string, log hclog.Logger, stderr io.Writer) int {
+func (m *managedFlags) run(zone string, nodeOpts node.Options, log hclog.Logger, stderr io.Writer) int {
 	if zone == "" || m.credentials == "" {
 		fmt.Fprintln(stderr, "dbproxy dataplane: --control-plane needs --zone and --credentials")
 		return 2
@@ -135,7 +144,7 @@ func (m *managedFlags) run(zone string, log hclog.Logger, stderr io.Writer) int 
 	n, err := managed.New(managed.Options{
 		ControlPlane: m.controlPlane, CAPEM: ca, NodeID: m.nodeID, Zone: zone, Credentials: creds,
 		Region: m.region, ListenHost: m.listenHost, Address: m.address, CacheDir: m.cacheDir,
-		Node: config.Node{AdminAddress: m.adminAddress}, Logger: log,
+		Node: config.Node{AdminAddress: m.adminAddress}, Logger: log, NodeOptions: nodeOpts,
 	})
 	if err != nil {
 		log.Error("cannot start node", "error", err)

@@ -36,6 +36,11 @@ type TargetOptions struct {
 	MonitorUser string
 	// MonitorInterval is the health check period (default 1s).
 	MonitorInterval time.Duration
+	// DiscoveryInterval is the health check period while the proxy has
+	// no usable writer (see Router): a promoted replica is then found
+	// within about this long instead of within MonitorInterval (default
+	// DefaultDiscoveryInterval).
+	DiscoveryInterval time.Duration
 	// DialTimeout bounds one connection attempt (default 5s).
 	DialTimeout time.Duration
 	Logger      hclog.Logger
@@ -46,6 +51,16 @@ type TargetOptions struct {
 	// OnChange is called after the target's health or role changed.
 	OnChange func()
 }
+
+// DefaultDiscoveryInterval is the default of TargetOptions.DiscoveryInterval:
+// short enough that writes resume well within 100 ms of a promotion, long
+// enough that a dead target is not dialled in a tight loop.
+const DefaultDiscoveryInterval = 50 * time.Millisecond
+
+// ErrWriterConflict marks the error a target fenced by a writer conflict
+// returns from Get and TryGet: more than one target of the proxy accepts
+// writes, so none of them gets any (see Router).
+var ErrWriterConflict = errors.New("writer conflict")
 
 // Health is the monitor's view of a target.
 type Health struct {
@@ -71,6 +86,16 @@ type Target struct {
 	stop    chan struct{}
 	done    chan struct{}
 
+	// checks counts finished health checks (for metrics and tests).
+	checks atomic.Uint64
+	// discovering switches the monitor to DiscoveryInterval; the router
+	// sets it while the proxy has no usable writer.
+	discovering atomic.Bool
+	// fence is set while this target is one of several writers; Get and
+	// TryGet then refuse with its error. An atomic, not t.mu: TryGet is
+	// on every statement's path.
+	fence atomic.Pointer[fence]
+
 	mu struct {
 		sync.Mutex
 		health     Health
@@ -83,6 +108,9 @@ type Target struct {
 func NewTarget(opts TargetOptions) *Target {
 	if opts.MonitorInterval == 0 {
 		opts.MonitorInterval = time.Second
+	}
+	if opts.DiscoveryInterval == 0 {
+		opts.DiscoveryInterval = DefaultDiscoveryInterval
 	}
 	if opts.DialTimeout == 0 {
 		opts.DialTimeout = 5 * time.Second
@@ -168,6 +196,53 @@ func (t *Target) Recheck() {
 	}
 }
 
+// Checks returns how many health checks have finished.
+func (t *Target) Checks() uint64 { return t.checks.Load() }
+
+// Discovering reports whether the monitor checks at DiscoveryInterval
+// because the proxy has no usable writer.
+func (t *Target) Discovering() bool { return t.discovering.Load() }
+
+// setDiscovering switches writer discovery on or off. Switching it on
+// checks at once: the old cadence may be a second away.
+func (t *Target) setDiscovering(on bool) {
+	if t.discovering.Swap(on) != on && on {
+		t.Recheck()
+	}
+}
+
+// fence is why a target gets no writes.
+type fence struct {
+	reason string
+	err    error
+}
+
+// Conflict returns why the target is fenced as one of several writers, or
+// "" when it is not.
+func (t *Target) Conflict() string {
+	if f := t.fence.Load(); f != nil {
+		return f.reason
+	}
+	return ""
+}
+
+// setFence fences the target (nil lifts the fence). Idle connections go at
+// once: a session could otherwise take its previous connection back
+// without asking the router.
+func (t *Target) setFence(f *fence) {
+	if old := t.fence.Swap(f); old == nil && f != nil {
+		t.Pool.CloseIdle()
+	}
+}
+
+// interval is the time until the monitor's next check.
+func (t *Target) interval() time.Duration {
+	if t.discovering.Load() {
+		return min(t.opts.DiscoveryInterval, t.opts.MonitorInterval)
+	}
+	return t.opts.MonitorInterval
+}
+
 // Close stops the monitor and closes the pool.
 func (t *Target) Close() {
 	close(t.stop)
@@ -200,7 +275,7 @@ func (t *Target) monitor() {
 		}
 		// Idle connections past their lifetime go now, not at next borrow.
 		t.Pool.Reap(0)
-		timer.Reset(t.opts.MonitorInterval)
+		timer.Reset(t.interval())
 	}
 }
 
@@ -239,6 +314,10 @@ func (t *Target) check(mc *Conn) (*Conn, error) {
 	}
 	t.mu.health = h
 	t.mu.Unlock()
+	t.checks.Add(1)
+	if t.opts.Metrics != nil {
+		t.opts.Metrics.HealthChecks.WithLabelValues(t.opts.Proxy, t.Name()).Inc()
+	}
 	if h.MaxConnections > 0 && h.MaxConnections != prev.MaxConnections {
 		maxOpen := max(1, h.MaxConnections*t.opts.Pool.MaxConnectionsPercent/100)
 		maxIdle := h.MaxConnections * t.opts.Pool.MaxIdleConnectionsPercent / 100
@@ -386,11 +465,19 @@ func (t *Target) initSession(c *Conn) error {
 
 // TryGet borrows an idle connection without waiting.
 func (t *Target) TryGet(key Key) (*Conn, bool) {
+	if t.fence.Load() != nil {
+		return nil, false
+	}
 	return t.Pool.TryGet(context.Background(), key)
 }
 
-// Get borrows a connection, recording borrow metrics.
+// Get borrows a connection, recording borrow metrics. A fenced target
+// (see Router) refuses with an error that is both ErrWriterConflict and a
+// *mysql.SQLError for the client.
 func (t *Target) Get(ctx context.Context, key Key) (*Conn, error) {
+	if f := t.fence.Load(); f != nil {
+		return nil, f.err
+	}
 	start := time.Now()
 	c, err := t.Pool.Get(ctx, key)
 	if t.opts.Metrics != nil {

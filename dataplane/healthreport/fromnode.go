@@ -8,7 +8,9 @@ import (
 // FromNode builds a Snapshot func from a node: every proxy the node serves
 // with its targets' last health check (Target.Health) and role
 // (Target.Role). A target of role AUTO that the node never reached has no
-// discovered role yet (""), rather than the WRITER it would default to.
+// discovered role yet (""), rather than the WRITER it would default to. A
+// target fenced because another one accepts writes too is reported
+// unhealthy with the conflict as its reason (backend.ConflictReasonPrefix).
 func FromNode(n *node.Node) func() []ProxyHealth {
 	return func() []ProxyHealth {
 		cfg := n.Config()
@@ -26,11 +28,18 @@ func FromNode(n *node.Node) func() []ProxyHealth {
 			for _, t := range targets {
 				c, h := t.Config(), t.Health()
 				th := TargetHealth{Name: c.Name, Host: c.Host, Port: c.Port, Zone: c.Zone, Healthy: h.Healthy}
-				switch {
+				switch conflict := t.Conflict(); {
 				case h.CheckedAt.IsZero():
 					th.Unchecked = true
 				case !h.Healthy:
 					th.Reason = h.LastError
+				case conflict != "":
+					// The server answers, but the node sends it nothing
+					// (another target accepts writes too); the wire
+					// format carries a reason only for UNHEALTHY, which
+					// is also what the proxy makes of it.
+					th.Healthy = false
+					th.Reason = conflict
 				}
 				// Version is set by the first successful check and kept
 				// after failures: it says read_only was seen.

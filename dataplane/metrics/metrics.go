@@ -28,6 +28,10 @@ type Metrics struct {
 	DatabaseSetupFailures    *prometheus.CounterVec   // proxy, target
 	DatabaseResets           *prometheus.CounterVec   // proxy, target
 	TargetHealthy            *prometheus.GaugeVec     // proxy, target, role
+	HealthChecks             *prometheus.CounterVec   // proxy, target
+	WriterDiscovery          *prometheus.GaugeVec     // proxy
+	WriterConflict           *prometheus.GaugeVec     // proxy
+	WriterConflicts          *prometheus.CounterVec   // proxy
 }
 
 // New creates the collectors in a fresh registry (with Go and process
@@ -69,10 +73,18 @@ func New() *Metrics {
 		Name: "dbproxy_database_connection_resets_total", Help: "Database connections reset (COM_RESET_CONNECTION) before reuse."}, []string{"proxy", "target"})
 	m.TargetHealthy = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "dbproxy_target_healthy", Help: "1 when the target answers health checks, by discovered role."}, []string{"proxy", "target", "role"})
+	m.HealthChecks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dbproxy_target_health_checks_total", Help: "Health checks of a target (connect + @@read_only), failed ones included."}, []string{"proxy", "target"})
+	m.WriterDiscovery = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dbproxy_writer_discovery", Help: "1 while the proxy has no usable writer and checks every target at the fast discovery interval."}, []string{"proxy"})
+	m.WriterConflict = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "dbproxy_writer_conflict_targets", Help: "Targets that accept writes while more than one does (writes are refused then); 0 without a conflict."}, []string{"proxy"})
+	m.WriterConflicts = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "dbproxy_writer_conflicts_total", Help: "Times more than one target of the proxy was found accepting writes."}, []string{"proxy"})
 	for _, c := range []prometheus.Collector{m.ClientConnections, m.ClientConnectionsTotal, m.ClientSetupFailures,
 		m.ClientsInTransaction, m.ClientsPinned, m.Pins, m.Queries, m.QueryErrors, m.QueryDuration, m.BorrowWait,
 		m.BorrowTimeouts, m.DatabaseConnectionsTotal, m.DatabaseSetupFailures,
-		m.DatabaseResets, m.TargetHealthy} {
+		m.DatabaseResets, m.TargetHealthy, m.HealthChecks, m.WriterDiscovery, m.WriterConflict, m.WriterConflicts} {
 		f(c)
 	}
 	return m

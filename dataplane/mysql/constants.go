@@ -160,6 +160,7 @@ const (
 	ERLostConnectionToBackend  uint16 = 2013
 	ERBorrowTimeout            uint16 = 9501
 	ERNoTargetAvailable        uint16 = 9502
+	ERWriterConflict           uint16 = 9503
 	ERLocalInfileDisabled      uint16 = 4166
 )
 

@@ -41,6 +41,11 @@ type Options struct {
 	Listen func(network, addr string) (net.Listener, error)
 	// MonitorInterval overrides the targets' health check period.
 	MonitorInterval time.Duration
+	// WriterDiscoveryInterval is the health check period of every target
+	// of a proxy while it has no usable writer (default
+	// backend.DefaultDiscoveryInterval, 50ms): it bounds how long writes
+	// wait after a replica is promoted.
+	WriterDiscoveryInterval time.Duration
 	// DrainTimeout bounds how long clients of a replaced or removed proxy
 	// keep their sessions (default 5m).
 	DrainTimeout time.Duration
@@ -304,8 +309,8 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 			Proxy: pc.Name, Target: tc, Pool: pc.Pool,
 			Password:        func(u string) (string, bool) { p, ok := passwords[u]; return p, ok },
 			MonitorUser:     monitorUser,
-			MonitorInterval: n.opts.MonitorInterval,
-			Logger:          log, Metrics: n.metrics, Buffers: n.buffers,
+			MonitorInterval: n.opts.MonitorInterval, DiscoveryInterval: n.opts.WriterDiscoveryInterval,
+			Logger: log, Metrics: n.metrics, Buffers: n.buffers,
 			OnChange: func() {
 				if rp.router != nil {
 					rp.router.Notify()
@@ -313,7 +318,7 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 			},
 		}))
 	}
-	rp.router = backend.NewRouter(cfg.Node.Zone, rp.targets)
+	rp.router = backend.NewRouter(backend.RouterOptions{Proxy: pc.Name, Zone: cfg.Node.Zone, Targets: rp.targets, Logger: log, Metrics: n.metrics})
 	for _, t := range rp.targets {
 		t.Start()
 	}
@@ -466,6 +471,16 @@ func (n *Node) AdminAddr() string {
 		return ""
 	}
 	return n.mu.adminLn.Addr().String()
+}
+
+// Router returns the router of a proxy (for tests and status).
+func (n *Node) Router(proxyName string) *backend.Router {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if rp, ok := n.mu.proxies[proxyName]; ok {
+		return rp.router
+	}
+	return nil
 }
 
 // Targets returns the targets of a proxy (for tests and status).

@@ -71,8 +71,21 @@ func Config(servers ...*mysqltest.Server) *config.Config {
 // Start applies cfg to a new node and waits until every target is healthy.
 func Start(t testing.TB, cfg *config.Config, servers ...*mysqltest.Server) *Env {
 	t.Helper()
+	return StartWith(t, node.Options{}, cfg, servers...)
+}
+
+// StartWith is Start with node options; a nil Logger logs to the test and
+// a zero MonitorInterval is Start's 200ms.
+func StartWith(t testing.TB, opts node.Options, cfg *config.Config, servers ...*mysqltest.Server) *Env {
+	t.Helper()
 	cfg.ApplyDefaults()
-	n, err := node.New(node.Options{Logger: mysqltest.TestLogger(t), MonitorInterval: 200 * time.Millisecond})
+	if opts.Logger == nil {
+		opts.Logger = mysqltest.TestLogger(t)
+	}
+	if opts.MonitorInterval == 0 {
+		opts.MonitorInterval = 200 * time.Millisecond
+	}
+	n, err := node.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
