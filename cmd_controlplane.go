@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/dbproxy/dbproxy/controlplane"
+	"github.com/dbproxy/dbproxy/controlplane/store"
 )
 
 // listFlag collects a repeatable flag.
@@ -36,6 +37,12 @@ func runControlplane(args []string, stderr io.Writer) int {
 	masterKey := fs.String("master-key-file", "", "master key file (default <data-dir>/master.key; $"+controlplane.MasterKeyEnv+" overrides)")
 	ports := fs.String("port-range", "6033-6999", "ports allocated to proxies and endpoints")
 	metricsAddr := fs.String("metrics-address", "", "address of Prometheus /metrics and /healthz (plain HTTP, no authentication); empty disables it")
+	storeKind := fs.String("store", controlplane.StoreBolt, "store backend: bbolt (a file in --data-dir) or etcd (shared by replicas)")
+	etcdEndpoints := fs.String("etcd-endpoints", "", "etcd client URLs, comma-separated (with --store etcd)")
+	etcdPrefix := fs.String("etcd-prefix", store.DefaultEtcdPrefix, "key prefix of the control plane's state in etcd")
+	etcdCA := fs.String("etcd-ca", "", "CA bundle that signs the etcd servers' certificates (PEM)")
+	etcdCert := fs.String("etcd-cert", "", "client certificate for etcd (PEM)")
+	etcdKey := fs.String("etcd-key", "", "the key of --etcd-cert (PEM)")
 	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log in JSON")
 	if err := fs.Parse(args); err != nil {
@@ -43,6 +50,23 @@ func runControlplane(args []string, stderr io.Writer) int {
 	}
 	if *dataDir == "" {
 		fmt.Fprintln(stderr, "dbproxy controlplane: --data-dir is required")
+		return 2
+	}
+	var endpoints []string
+	for ep := range strings.SplitSeq(*etcdEndpoints, ",") {
+		if ep = strings.TrimSpace(ep); ep != "" {
+			endpoints = append(endpoints, ep)
+		}
+	}
+	switch {
+	case *storeKind != controlplane.StoreBolt && *storeKind != controlplane.StoreEtcd:
+		fmt.Fprintf(stderr, "dbproxy controlplane: --store %q: want %s or %s\n", *storeKind, controlplane.StoreBolt, controlplane.StoreEtcd)
+		return 2
+	case *storeKind == controlplane.StoreEtcd && len(endpoints) == 0:
+		fmt.Fprintln(stderr, "dbproxy controlplane: --store etcd needs --etcd-endpoints")
+		return 2
+	case *storeKind == controlplane.StoreBolt && len(endpoints) > 0:
+		fmt.Fprintln(stderr, "dbproxy controlplane: --etcd-endpoints is for --store etcd")
 		return 2
 	}
 	lo, hi, ok := parseRange(*ports)
@@ -56,6 +80,8 @@ func runControlplane(args []string, stderr io.Writer) int {
 	s, err := controlplane.Start(ctx, controlplane.Options{
 		DataDir: *dataDir, APIAddress: *apiAddr, XDSAddress: *xdsAddr, Hosts: hosts, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
 		MasterKeyFile: *masterKey, Region: *region, PortMin: lo, PortMax: hi, MetricsAddress: *metricsAddr, Logger: log,
+		Store: *storeKind,
+		Etcd:  store.EtcdOptions{Endpoints: endpoints, Prefix: *etcdPrefix, CAFile: *etcdCA, CertFile: *etcdCert, KeyFile: *etcdKey},
 	})
 	if err != nil {
 		log.Error("cannot start the control plane", "error", err)

@@ -19,6 +19,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -77,9 +78,22 @@ type Options struct {
 	// MetricsAddress, when set, serves Prometheus /metrics and /healthz
 	// over plain HTTP there (no authentication: bind it privately).
 	MetricsAddress string
-	Logger         hclog.Logger
-	Now            func() time.Time
+	// Store names the store backend: StoreBolt (the default, a file in
+	// DataDir) or StoreEtcd (shared by the replicas on one etcd prefix;
+	// DataDir still holds the master key, the CA and the root
+	// credentials).
+	Store string
+	// Etcd configures the etcd backend.
+	Etcd   store.EtcdOptions
+	Logger hclog.Logger
+	Now    func() time.Time
 }
+
+// Store backends.
+const (
+	StoreBolt = "bbolt"
+	StoreEtcd = "etcd"
+)
 
 // RootCredentials is the content of root-credentials.json, a key file.
 type RootCredentials = apiclient.KeyFile
@@ -146,11 +160,11 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 	if err != nil {
 		return nil, err
 	}
-	bolt, err := store.OpenBolt(filepath.Join(opts.DataDir, StateFile), store.BoltOptions{LockTimeout: 5 * time.Second})
+	inner, err := openStore(ctx, opts)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{opts: opts, log: log, store: store.Encrypted(bolt, sealer, model.SensitiveKinds...)}
+	s := &Server{opts: opts, log: log, store: store.Encrypted(inner, sealer, model.SensitiveKinds...)}
 	defer func() {
 		if err != nil {
 			s.Close()
@@ -287,8 +301,35 @@ func Start(ctx context.Context, opts Options) (_ *Server, err error) {
 		defer s.wg.Done()
 		s.republish(runCtx)
 	}()
-	log.Info("control plane serving", "api", "https://"+s.APIAddr(), "xds", s.XDSAddr(), "data_dir", opts.DataDir, "revision", s.store.Revision())
+	log.Info("control plane serving", "api", "https://"+s.APIAddr(), "xds", s.XDSAddr(), "data_dir", opts.DataDir, "store", storeName(opts), "revision", s.store.Revision())
 	return s, nil
+}
+
+// openStore opens the backend opts.Store names.
+func openStore(ctx context.Context, opts Options) (store.Store, error) {
+	switch opts.Store {
+	case "", StoreBolt:
+		b, err := store.OpenBolt(filepath.Join(opts.DataDir, StateFile), store.BoltOptions{LockTimeout: 5 * time.Second})
+		if err != nil {
+			return nil, err
+		}
+		return b, nil
+	case StoreEtcd:
+		e, err := store.OpenEtcd(ctx, opts.Etcd)
+		if err != nil {
+			return nil, err
+		}
+		return e, nil
+	}
+	return nil, fmt.Errorf("controlplane: unknown store %q (want %s or %s)", opts.Store, StoreBolt, StoreEtcd)
+}
+
+// storeName says where the state is, for messages.
+func storeName(opts Options) string {
+	if opts.Store == StoreEtcd {
+		return fmt.Sprintf("etcd %s under %s", strings.Join(opts.Etcd.Endpoints, ","), opts.Etcd.KeyPrefix())
+	}
+	return filepath.Join(opts.DataDir, StateFile)
 }
 
 // checkMasterKey opens every sealed object once, so that a master key that
@@ -307,7 +348,7 @@ func (s *Server) checkMasterKey(ctx context.Context) error {
 	})
 	if errors.Is(err, seal.ErrDecrypt) {
 		return fmt.Errorf("the master key (%s or $%s) does not open the secrets in %s: restore the key they were sealed with: %w",
-			s.opts.MasterKeyFile, MasterKeyEnv, filepath.Join(s.opts.DataDir, StateFile), err)
+			s.opts.MasterKeyFile, MasterKeyEnv, storeName(s.opts), err)
 	}
 	if err != nil {
 		return fmt.Errorf("read the store: %w", err)

@@ -133,7 +133,7 @@ func RestoreEtcd(ctx context.Context, opts EtcdOptions, r io.Reader) (uint64, er
 
 	// A handle for its key names and client, without the layout check
 	// and watch of OpenEtcd: the prefix must be empty.
-	e := &Etcd{client: opts.Client, prefix: normalPrefix(opts.Prefix), timeout: opts.RequestTimeout}
+	e := &Etcd{client: opts.Client, prefix: opts.KeyPrefix(), timeout: opts.RequestTimeout}
 	if e.timeout <= 0 {
 		e.timeout = DefaultEtcdRequestTimeout
 	}

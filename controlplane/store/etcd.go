@@ -121,7 +121,7 @@ var _ Store = (*Etcd)(nil)
 // prefix without a layout (another application's data, or an interrupted
 // RestoreEtcd) fail with ErrFormat.
 func OpenEtcd(ctx context.Context, opts EtcdOptions) (*Etcd, error) {
-	prefix := normalPrefix(opts.Prefix)
+	prefix := opts.KeyPrefix()
 	timeout := opts.RequestTimeout
 	if timeout <= 0 {
 		timeout = DefaultEtcdRequestTimeout
@@ -137,8 +137,8 @@ func OpenEtcd(ctx context.Context, opts EtcdOptions) (*Etcd, error) {
 	}
 	rev, watchFrom, err := e.initLayout(ctx)
 	if err != nil {
-		e.closeClient()
-		return nil, fmt.Errorf("open etcd store %s: %w", prefix, err)
+		defer e.closeClient()
+		return nil, fmt.Errorf("open etcd store %s on %s: %w", prefix, strings.Join(e.client.Endpoints(), ","), err)
 	}
 	e.rev.Store(rev)
 	wctx, stop := context.WithCancel(context.Background())
@@ -147,9 +147,11 @@ func OpenEtcd(ctx context.Context, opts EtcdOptions) (*Etcd, error) {
 	return e, nil
 }
 
-// normalPrefix applies the default and the trailing "/", without which
-// "/dbproxy" would also cover "/dbproxy2/".
-func normalPrefix(prefix string) string {
+// KeyPrefix returns the prefix the store uses: Prefix with the default
+// applied and a trailing "/", without which "/dbproxy" would also cover
+// "/dbproxy2/".
+func (o EtcdOptions) KeyPrefix() string {
+	prefix := o.Prefix
 	if prefix == "" {
 		prefix = DefaultEtcdPrefix
 	}
