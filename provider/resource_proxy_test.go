@@ -247,6 +247,23 @@ func TestAccProxy_basic(t *testing.T) {
 				}),
 			},
 			{
+				// A zone left: when apply returns, its node no longer
+				// serves the proxy, and the addresses follow.
+				Config: e.proxyConfig(strings.Replace(stripped, `["a", "b"]`, `["a"]`, 1)),
+				ConfigStateChecks: []statecheck.StateCheck{
+					statecheck.ExpectKnownValue(addr, tfjsonpath.New("addresses"), knownvalue.ListSizeExact(1)),
+				},
+				Check: func(*terraform.State) error {
+					if _, ok := e.node("a").Addr("main", model.DefaultEndpoint); !ok {
+						return fmt.Errorf("node a does not serve the proxy")
+					}
+					if _, ok := e.node("b").Addr("main", model.DefaultEndpoint); ok {
+						return fmt.Errorf("node b still serves the proxy after zone b was removed")
+					}
+					return nil
+				},
+			},
+			{
 				// Drift made through the API shows in the plan and is
 				// corrected.
 				PreConfig: func() {
