@@ -43,6 +43,7 @@ func runControlplane(args []string, stderr io.Writer) int {
 	etcdCA := fs.String("etcd-ca", "", "CA bundle that signs the etcd servers' certificates (PEM)")
 	etcdCert := fs.String("etcd-cert", "", "client certificate for etcd (PEM)")
 	etcdKey := fs.String("etcd-key", "", "the key of --etcd-cert (PEM)")
+	etcdRestore := fs.String("etcd-restore", "", "before starting, load this backup (from GET /v1/backup of either store) under --etcd-prefix, which must be empty")
 	logLevel := fs.String("log-level", "info", "log level: trace, debug, info, warn, error")
 	logJSON := fs.Bool("log-json", false, "log in JSON")
 	if err := fs.Parse(args); err != nil {
@@ -65,8 +66,8 @@ func runControlplane(args []string, stderr io.Writer) int {
 	case *storeKind == controlplane.StoreEtcd && len(endpoints) == 0:
 		fmt.Fprintln(stderr, "dbproxy controlplane: --store etcd needs --etcd-endpoints")
 		return 2
-	case *storeKind == controlplane.StoreBolt && len(endpoints) > 0:
-		fmt.Fprintln(stderr, "dbproxy controlplane: --etcd-endpoints is for --store etcd")
+	case *storeKind == controlplane.StoreBolt && (len(endpoints) > 0 || *etcdRestore != ""):
+		fmt.Fprintln(stderr, "dbproxy controlplane: --etcd-endpoints and --etcd-restore are for --store etcd (to restore into bbolt, put the backup in place of <data-dir>/state.db)")
 		return 2
 	}
 	lo, hi, ok := parseRange(*ports)
@@ -77,11 +78,19 @@ func runControlplane(args []string, stderr io.Writer) int {
 	log := hclog.New(&hclog.LoggerOptions{Name: "controlplane", Level: hclog.LevelFromString(*logLevel), Output: stderr, JSONFormat: *logJSON})
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	etcdOpts := store.EtcdOptions{Endpoints: endpoints, Prefix: *etcdPrefix, CAFile: *etcdCA, CertFile: *etcdCert, KeyFile: *etcdKey}
+	if *etcdRestore != "" {
+		rev, err := restoreEtcd(ctx, etcdOpts, *etcdRestore)
+		if err != nil {
+			log.Error("cannot restore the backup", "file", *etcdRestore, "error", err)
+			return 1
+		}
+		log.Info("restored the backup", "file", *etcdRestore, "prefix", etcdOpts.KeyPrefix(), "revision", rev)
+	}
 	s, err := controlplane.Start(ctx, controlplane.Options{
 		DataDir: *dataDir, APIAddress: *apiAddr, XDSAddress: *xdsAddr, Hosts: hosts, TLSCertFile: *tlsCert, TLSKeyFile: *tlsKey,
 		MasterKeyFile: *masterKey, Region: *region, PortMin: lo, PortMax: hi, MetricsAddress: *metricsAddr, Logger: log,
-		Store: *storeKind,
-		Etcd:  store.EtcdOptions{Endpoints: endpoints, Prefix: *etcdPrefix, CAFile: *etcdCA, CertFile: *etcdCert, KeyFile: *etcdKey},
+		Store: *storeKind, Etcd: etcdOpts,
 	})
 	if err != nil {
 		log.Error("cannot start the control plane", "error", err)
@@ -91,6 +100,16 @@ func runControlplane(args []string, stderr io.Writer) int {
 	log.Info("shutting down")
 	s.Close()
 	return 0
+}
+
+// restoreEtcd loads the backup file into etcd.
+func restoreEtcd(ctx context.Context, opts store.EtcdOptions, path string) (uint64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	return store.RestoreEtcd(ctx, opts, f)
 }
 
 func parseRange(s string) (int, int, bool) {
