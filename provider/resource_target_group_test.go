@@ -283,6 +283,21 @@ func TestAccTargetGroup_basic(t *testing.T) {
 				),
 			},
 			{
+				// A replacement without a new name (tainted, as
+				// -replace does): the id is unknown in the plan all the
+				// same, so the group is replaced with the proxy instead
+				// of being lost with the old one.
+				Taint:  []string{"dbproxy_proxy.main"},
+				Config: e.targetGroupConfig("renamed", firstHCL),
+				ConfigPlanChecks: resource.ConfigPlanChecks{
+					PreApply: []plancheck.PlanCheck{
+						plancheck.ExpectResourceAction("dbproxy_proxy.main", plancheck.ResourceActionDestroyBeforeCreate),
+						plancheck.ExpectResourceAction(addr, plancheck.ResourceActionDestroyBeforeCreate),
+					},
+				},
+				Check: e.checkGroup("renamed", true, first),
+			},
+			{
 				// The proxy deleted outside Terraform: both are planned
 				// for re-creation.
 				PreConfig: func() { e.apiDo("DELETE", "/v1/proxies/renamed", nil) },
