@@ -136,8 +136,8 @@ func (r *proxyResource) Schema(ctx context.Context, _ resource.SchemaRequest, re
 			"name": schema.StringAttribute{
 				Required:            true,
 				MarkdownDescription: descProxyName,
-				PlanModifiers:       []planmodifier.String{stringplanmodifier.RequiresReplace()},
-				Validators:          []validator.String{stringvalidator.LengthBetween(1, 63)},
+				// The name's rules are the model's (ValidateConfig).
+				PlanModifiers: []planmodifier.String{stringplanmodifier.RequiresReplace()},
 			},
 			"engine_family": schema.StringAttribute{
 				Optional:            true,

@@ -411,6 +411,10 @@ resource "dbproxy_proxy" "bad" {
   zones = ["a"]
 ` + auth, `(?s)"1-bad" is not a valid proxy name`},
 		{`
+  name  = "` + strings.Repeat("a", 64) + `"
+  zones = ["a"]
+` + auth, `(?s)Invalid Attribute Value.*is not a valid proxy name \(a letter, then letters, digits and single hyphens, at most 63\)`},
+		{`
   name                = "main"
   zones               = ["a"]
   idle_client_timeout = 0
