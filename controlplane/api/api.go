@@ -71,6 +71,9 @@ type API struct {
 	mux  *http.ServeMux
 	// refused limits the log lines of refused unauthenticated requests.
 	refused *logLimiter
+	// policies holds the users' parsed policies for the store's
+	// current revision.
+	policies *identity.Policies
 }
 
 // New returns the API handler.
@@ -97,7 +100,8 @@ func New(opts Options) (*API, error) {
 		opts.MaxRolloutWait = 10 * time.Minute
 	}
 	a := &API{opts: opts, log: opts.Logger, mux: http.NewServeMux(),
-		refused: newLogLimiter(opts.Now, refusedLogBurst, refusedLogEvery)}
+		refused:  newLogLimiter(opts.Now, refusedLogBurst, refusedLogEvery),
+		policies: identity.NewPolicies(opts.Store, opts.Logger)}
 	a.routes()
 	return a, nil
 }
@@ -447,7 +451,7 @@ func (a *API) authorize(ctx context.Context, action, resource string) error {
 
 // policiesOf returns the parsed policies attached to user.
 func (a *API) policiesOf(ctx context.Context, user string) ([]*iam.Policy, error) {
-	return identity.UserPolicies(ctx, a.opts.Store, user, a.log)
+	return a.policies.UserPolicies(ctx, user)
 }
 
 // getObject reads and decodes one object.

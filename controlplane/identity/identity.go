@@ -69,29 +69,20 @@ func Attached(parsed map[string]*iam.Policy, atts []model.Attachment, user strin
 
 // UserPolicies reads the policies attached to user from the store and
 // parses them; a stored document that does not parse is logged and grants
-// nothing.
+// nothing. It reads and parses on every call: servers use a Policies,
+// which parses once per document.
 func UserPolicies(ctx context.Context, st store.Store, user string, log hclog.Logger) ([]*iam.Policy, error) {
-	var atts []model.Attachment
-	var docs []model.Policy
-	_, err := st.View(ctx, func(r store.Reader) error {
-		var err error
-		if atts, err = store.DecodeAll[model.Attachment](r, model.KindAttachment, user+"/"); err != nil {
-			return err
-		}
-		for _, at := range atts {
-			var pol model.Policy
-			if err := get(r, model.KindPolicy, at.Policy, &pol); err != nil {
-				if errors.Is(err, store.ErrNotFound) {
-					continue
-				}
-				return err
-			}
-			docs = append(docs, pol)
-		}
-		return nil
-	})
+	atts, objs, _, err := readUserPolicies(ctx, st, user)
 	if err != nil {
 		return nil, err
+	}
+	docs := make([]model.Policy, 0, len(objs))
+	for _, o := range objs {
+		var pol model.Policy
+		if err := json.Unmarshal(o.Value, &pol); err != nil {
+			return nil, fmt.Errorf("decode %s/%s: %w", o.Kind, o.Key, err)
+		}
+		docs = append(docs, pol)
 	}
 	parsed, bad := ParsePolicies(docs)
 	for name, err := range bad {

@@ -21,7 +21,7 @@ const allowGet = `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action
 // nothing, wherever it is read.
 const unparsable = `{"Version":"2012-10-17","Statement":[{"Effect":"Maybe","Action":"dbproxy:*","Resource":"*"}]}`
 
-func openStore(t *testing.T) store.Store {
+func openStore(t testing.TB) store.Store {
 	t.Helper()
 	st, err := store.OpenBolt(filepath.Join(t.TempDir(), "state.db"), store.BoltOptions{})
 	if err != nil {
@@ -31,7 +31,7 @@ func openStore(t *testing.T) store.Store {
 	return st
 }
 
-func put(t *testing.T, st store.Store, kind, key string, v any) {
+func put(t testing.TB, st store.Store, kind, key string, v any) {
 	t.Helper()
 	b, err := json.Marshal(v)
 	if err != nil {

@@ -51,12 +51,13 @@ func (f AuthorizerFunc) Authorize(ctx context.Context, md metadata.MD, node xdsa
 
 // NodeAuthorizer checks a node's presigned token, that the token names the
 // node id and zone the request names, and that the key's user may
-// dbproxy:ReceiveConfig on zone/<zone>. It reads the key and the policies
-// on every request, so that a disabled key or a detached policy takes
-// effect on the next request.
+// dbproxy:ReceiveConfig on zone/<zone>. It reads the key on every request
+// and the policies whenever the store's revision changed, so that a
+// disabled key or a detached policy takes effect on the next request.
 type NodeAuthorizer struct {
 	verifier *sigv4.Verifier
 	store    store.Store
+	policies *Policies
 	log      hclog.Logger
 	now      func() time.Time
 
@@ -76,7 +77,7 @@ func NewNodeAuthorizer(verifier *sigv4.Verifier, st store.Store, log hclog.Logge
 	if now == nil {
 		now = time.Now
 	}
-	return &NodeAuthorizer{verifier: verifier, store: st, log: log, now: now}
+	return &NodeAuthorizer{verifier: verifier, store: st, policies: NewPolicies(st, log), log: log, now: now}
 }
 
 // verify checks a token's signature, or finds it already checked.
@@ -148,9 +149,9 @@ func (a *NodeAuthorizer) Authorize(ctx context.Context, md metadata.MD, node xds
 	if key.User == model.RootUser {
 		return nil
 	}
-	policies, err := UserPolicies(ctx, a.store, key.User, a.log)
+	policies, err := a.policies.UserPolicies(ctx, key.User)
 	if err != nil {
-		return status.Errorf(codes.Internal, "read the policies of user %s: %v", key.User, err)
+		return status.Error(codes.Internal, err.Error())
 	}
 	resource := iam.ZoneResource(node.Zone)
 	if d := iam.Evaluate(policies, iam.ActionReceiveConfig, resource); d != iam.Allow {
