@@ -196,6 +196,17 @@ func (t *Target) Recheck() {
 	}
 }
 
+// StatementFailed is told the error code of every statement that failed on
+// the target. A writer that refuses a statement because of read_only was
+// demoted: checking it at once, rather than at the next regular check,
+// starts writer discovery while the promotion of another target may
+// already be under way. Other errors say nothing about the role.
+func (t *Target) StatementFailed(code uint16) {
+	if code == mysql.EROptionPreventsStatement && t.Role() == vocab.RoleWriter {
+		t.Recheck()
+	}
+}
+
 // Checks returns how many health checks have finished.
 func (t *Target) Checks() uint64 { return t.checks.Load() }
 

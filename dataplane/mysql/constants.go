@@ -152,6 +152,7 @@ const (
 	ERNetReadError             uint16 = 1158
 	ERNetPacketsOutOfOrder     uint16 = 1156
 	ERUnknownError             uint16 = 1105
+	EROptionPreventsStatement  uint16 = 1290
 	ERUnknownStmtHandler       uint16 = 1243
 	ERNotSupportedAuthMode     uint16 = 1251
 	ERWrongArguments           uint16 = 1210

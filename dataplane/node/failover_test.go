@@ -392,3 +392,41 @@ func TestReturningWriterRefused(t *testing.T) {
 	e.noWritesDuring(t, primary, reps[0])
 	e.resumed(t, primary, reps[0])
 }
+
+// TestDemotedWriterFoundAtOnce is a planned switchover: the writer is set
+// read_only=1, then a replica read_only=0. The node checks targets once an
+// hour, yet the first write the old writer refuses makes the node check it
+// at once, find no writer and look for the next one, so a write right after
+// the promotion waits for it and goes through.
+func TestDemotedWriterFoundAtOnce(t *testing.T) {
+	primary, reps := mysqltest.StartReplicatedT(t, 1, mysqltest.Options{})
+	prepareConflict(t, primary, reps...)
+	// As an application's user should be: read_only applies to it.
+	if err := primary.Exec(t.Context(), "REVOKE SUPER, READ_ONLY ADMIN ON *.* FROM "+nodetest.User); err != nil {
+		t.Fatal(err)
+	}
+	cfg := nodetest.Config(primary, reps[0])
+	cfg.Proxies[0].Pool.ConnectionBorrowTimeout = config.Duration(30 * time.Second)
+	env := nodetest.StartWith(t, node.Options{MonitorInterval: time.Hour}, cfg, primary, reps[0])
+	router, old := env.Node.Router("main"), env.Node.Targets("main")[0]
+	db := env.Open(t, "")
+	mustExec(t, db, "INSERT INTO c VALUES ('before')")
+
+	if err := primary.Exec(t.Context(), "SET GLOBAL read_only=ON"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := db.Exec("INSERT INTO c VALUES ('demoted')")
+	var me *gomysql.MySQLError
+	if !errors.As(err, &me) || me.Number != mysql.EROptionPreventsStatement {
+		t.Fatalf("write to the demoted writer: %v, want the server's %d", err, mysql.EROptionPreventsStatement)
+	}
+	testutil.Eventually(t, 10*time.Second, "the node to see the writer demoted", func() bool {
+		return old.Role() == vocab.RoleReader && router.Discovering()
+	})
+	promoted := promoteTimed(t, reps[0])
+	mustExec(t, db, "INSERT INTO c VALUES ('after')")
+	t.Logf("promotion (read_only=0 sent) to the first write through the node: %s", time.Since(promoted).Round(100*time.Microsecond))
+	if got, err := reps[0].QueryValue(t.Context(), "SELECT COUNT(*) FROM app.c WHERE phase = 'after'"); err != nil || got != "1" {
+		t.Fatalf("rows on the promoted replica: %q, %v", got, err)
+	}
+}

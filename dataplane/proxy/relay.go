@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"encoding/binary"
 	"fmt"
 
 	"github.com/dbproxy/dbproxy/dataplane/backend"
@@ -122,6 +123,9 @@ func (r *relayer) results(mode relayMode) error {
 			continue
 		case mysql.ErrPacket:
 			r.failed = true
+			if len(p) >= 3 {
+				r.be.Target.StatementFailed(binary.LittleEndian.Uint16(p[1:]))
+			}
 			return r.writeLogical(p)
 		case mysql.LocalInfilePacket:
 			if mode != relayQuery {
