@@ -30,6 +30,11 @@ const defaultTimeout = 5 * time.Minute
 // for; it asks again until its own deadline.
 const rolloutPoll = time.Minute
 
+// rolloutMargin is kept back from the deadline for a last look at the
+// rollout: a wait the server ends exactly at the request's own deadline
+// races with the request's end and leaves nothing to report.
+const rolloutMargin = time.Second
+
 // providerDataFrom is the Configure step of every resource and data
 // source: nil (and no error) while the provider is not configured yet.
 func providerDataFrom(pd any, diags *diag.Diagnostics) *providerData {
@@ -153,13 +158,14 @@ func waitRollout(ctx context.Context, c *apiclient.Client, rev uint64, zones []s
 	var diags diag.Diagnostics
 	tflog.Debug(ctx, "waiting for the data plane", map[string]any{"revision": rev, "zones": zones})
 	var last *model.Rollout
-	for {
+	for final := false; !final; {
 		wait := rolloutPoll
 		if dl, ok := ctx.Deadline(); ok {
-			wait = min(wait, time.Until(dl))
+			wait = min(wait, time.Until(dl)-rolloutMargin)
 		}
 		if wait <= 0 {
-			break
+			// The last look: what the nodes serve now, for the report.
+			wait, final = 0, true
 		}
 		r, err := c.WaitRollout(ctx, rev, zones, wait)
 		if err != nil {

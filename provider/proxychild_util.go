@@ -45,11 +45,6 @@ func proxyOf(ctx context.Context, c *apiclient.Client, proxy string) (p model.Pr
 	return p, true, nil
 }
 
-// rolloutMargin is kept back from a timeout for a last look at the
-// rollout: a wait that the server ends exactly at the deadline races with
-// the request's own end and leaves nothing to report.
-const rolloutMargin = time.Second
-
 // waitChildRollout waits until the nodes of zones serve rev. It reads the
 // proxy's zones when zones is nil; a proxy that is gone has no nodes to
 // wait for. On timeout the error names the zones without nodes and the
@@ -67,33 +62,7 @@ func waitChildRollout(ctx context.Context, c *apiclient.Client, rev uint64, prox
 		}
 		zones = p.Zones
 	}
-	dl, ok := ctx.Deadline()
-	if !ok || time.Until(dl) <= 2*rolloutMargin {
-		return waitRollout(ctx, c, rev, zones, what)
-	}
-	inner, cancel := context.WithDeadline(ctx, dl.Add(-rolloutMargin))
-	defer cancel()
-	// waitRollout ends with an error when it times out; the last look
-	// below decides instead.
-	ds := waitRollout(inner, c, rev, zones, what)
-	if inner.Err() == nil {
-		return ds
-	}
-	r, err := c.WaitRollout(ctx, rev, zones, 0)
-	switch {
-	case err != nil:
-		addAPIError(&diags, "Cannot Wait for the Data Plane", err, nil)
-	case r.Complete:
-	case r.Rejected:
-		diags.AddError("The Data Plane Rejected the Change",
-			fmt.Sprintf("%s was stored (revision %d), but %s.%s", what, rev, r.Message, rolloutDetail(r, rev)))
-	default:
-		diags.AddError("Timed Out Waiting for the Data Plane",
-			fmt.Sprintf("%s was stored (revision %d), but not every data-plane node serves it before the timeout.%s"+
-				"\nRaise the resource's timeouts or bring the missing nodes up; the next apply waits again.",
-				what, rev, rolloutDetail(r, rev)))
-	}
-	return diags
+	return waitRollout(ctx, c, rev, zones, what)
 }
 
 // waitDeleted waits until the connected nodes of zones no longer serve

@@ -191,6 +191,7 @@ func TestAccIAMPolicy_validation(t *testing.T) {
 				// Valid JSON but not a valid policy: the API refuses it at
 				// apply, on the policy attribute.
 				Config: e.config(policyConfig("bad", "", `jsonencode({
+    Version   = "2012-10-17"
     Statement = [{
       Effect   = "Maybe"
       Action   = "dbproxy:Connect"

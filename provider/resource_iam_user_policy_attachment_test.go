@@ -23,6 +23,7 @@ resource "dbproxy_iam_user" "alice" {
 resource "dbproxy_iam_policy" "one" {
   name   = "one"
   policy = jsonencode({
+    Version   = "2012-10-17"
     Statement = [{ Effect = "Allow", Action = "dbproxy:Connect", Resource = "proxy/main/dbuser/one" }]
   })
 }
@@ -30,6 +31,7 @@ resource "dbproxy_iam_policy" "one" {
 resource "dbproxy_iam_policy" "two" {
   name   = "two"
   policy = jsonencode({
+    Version   = "2012-10-17"
     Statement = [{ Effect = "Allow", Action = "dbproxy:Connect", Resource = "proxy/main/dbuser/two" }]
   })
 }

@@ -87,6 +87,7 @@ resource "dbproxy_access_key" "k" {
 resource "dbproxy_iam_policy" "connect" {
   name = "logcheck"
   policy = jsonencode({
+    Version   = "2012-10-17"
     Statement = [{ Effect = "Allow", Action = "dbproxy:Connect", Resource = "proxy/main/dbuser/logcheck" }]
   })
 }
