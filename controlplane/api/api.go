@@ -62,6 +62,11 @@ type Options struct {
 	PortMin, PortMax int
 	// MaxRolloutWait bounds ?wait= on /v1/rollout (default 10m).
 	MaxRolloutWait time.Duration
+	// MaxAttachmentsPerUser bounds the policies attached to one user
+	// (default 10, AWS IAM's default quota of managed policies per
+	// user). With iam.MaxStatements per policy it bounds what every
+	// request of the user costs to authorise.
+	MaxAttachmentsPerUser int
 }
 
 // API is the admin API handler.
@@ -98,6 +103,9 @@ func New(opts Options) (*API, error) {
 	}
 	if opts.MaxRolloutWait == 0 {
 		opts.MaxRolloutWait = 10 * time.Minute
+	}
+	if opts.MaxAttachmentsPerUser == 0 {
+		opts.MaxAttachmentsPerUser = 10
 	}
 	a := &API{opts: opts, log: opts.Logger, mux: http.NewServeMux(),
 		refused:  newLogLimiter(opts.Now, refusedLogBurst, refusedLogEvery),

@@ -33,11 +33,32 @@ func (a *API) attachmentRoutes() {
 			if ok, err := exists(tx, model.KindPolicy, next.Policy); err != nil || !ok {
 				return orNotFound(err, "policy_name", "policy %q", next.Policy)
 			}
-			return nil
+			return a.attachmentLimit(tx, next)
 		},
 		what: func(r *http.Request) string {
 			return fmt.Sprintf("the attachment of policy %q to user %q", r.PathValue("policy"), r.PathValue("user"))
 		},
 	}
 	crud(a, "/v1/iam/users/{user}/policies", "{policy}", attachments)
+}
+
+// attachmentLimit refuses a new attachment beyond the user's limit, as
+// IAM does (LimitExceeded): every request of the user evaluates all its
+// policies. Writing an existing attachment again is no new one.
+func (a *API) attachmentLimit(tx store.Tx, next *model.Attachment) error {
+	objs, err := tx.List(model.KindAttachment, next.User+"/")
+	if err != nil {
+		return err
+	}
+	n := 0
+	for _, o := range objs {
+		if o.Key != next.User+"/"+next.Policy {
+			n++
+		}
+	}
+	if limit := a.opts.MaxAttachmentsPerUser; n >= limit {
+		return &model.Error{Status: http.StatusConflict, Code: "LimitExceeded", Field: "user",
+			Message: fmt.Sprintf("user %q has %d attached policies, the most a user may have; detach one first or combine policies", next.User, limit)}
+	}
+	return nil
 }

@@ -350,3 +350,27 @@ func TestPolicyDocumentRules(t *testing.T) {
 		t.Fatalf("bob reads a secret: %v; want 403", got)
 	}
 }
+
+// TestAttachmentLimit checks that a user takes at most the configured
+// number of policies, that writing an existing attachment again is not a
+// new one, and that another user is not affected.
+func TestAttachmentLimit(t *testing.T) {
+	e := newEnv(t) // the default limit, 10
+	c := e.client(e.root)
+	must(t, c, "PUT", "/v1/iam/users/alice", obj(`{}`), nil)
+	for i := range 11 {
+		must(t, c, "PUT", fmt.Sprintf("/v1/iam/policies/p%d", i), map[string]string{"policy": `{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"dbproxy:GetProxy","Resource":"*"}]}`}, nil)
+	}
+	for i := range 10 {
+		must(t, c, "PUT", fmt.Sprintf("/v1/iam/users/alice/policies/p%d", i), obj(`{}`), nil)
+	}
+	got := do(t, c, "PUT", "/v1/iam/users/alice/policies/p10", obj(`{}`), nil)
+	if got == nil || got.Status != http.StatusConflict || got.Code != "LimitExceeded" || got.Field != "user" {
+		t.Fatalf("an 11th attachment: %v; want 409 LimitExceeded naming user", got)
+	}
+	must(t, c, "PUT", "/v1/iam/users/alice/policies/p3", obj(`{}`), nil)
+	must(t, c, "DELETE", "/v1/iam/users/alice/policies/p3", nil, nil)
+	must(t, c, "PUT", "/v1/iam/users/alice/policies/p10", obj(`{}`), nil)
+	must(t, c, "PUT", "/v1/iam/users/bob", obj(`{}`), nil)
+	must(t, c, "PUT", "/v1/iam/users/bob/policies/p3", obj(`{}`), nil)
+}
