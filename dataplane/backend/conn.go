@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/dbproxy/dbproxy/dataplane/mysql"
@@ -44,14 +45,32 @@ type Stmt struct {
 	Params  uint16
 	Columns uint16
 	// ctx is what the server bound the statement to when it was prepared.
-	ctx stmtContext
+	ctx StmtContext
 }
 
-// stmtContext is what a prepared statement depends on besides its text:
-// the server binds it to the current database and parses it under the
-// current sql_mode and character set.
-type stmtContext struct {
-	schema, sqlMode, charset, collation string
+// StmtContext is what a prepared statement depends on besides its text:
+// the server binds it to the database current at its prepare and parses
+// it once, under the sql_mode (ANSI_QUOTES, PIPES_AS_CONCAT,
+// NO_BACKSLASH_ESCAPES, ...) and the character set and collation of that
+// moment (the text arrives in character_set_client, its literals take
+// collation_connection). A later change of any of them leaves the
+// statement as it was parsed.
+type StmtContext struct {
+	Schema, SQLMode, Charset, Collation string
+}
+
+// ParseVarNames are the session variables a statement is parsed under:
+// those of StmtContext and character_set_connection, which follows
+// collation_connection.
+func ParseVarNames() []string {
+	return []string{"sql_mode", "character_set_client", "character_set_connection", "collation_connection"}
+}
+
+// parseVars are the session variables a statement is parsed under, with
+// their values in x; collation_connection comes last since setting it also
+// sets character_set_connection.
+func (x StmtContext) parseVars() [3][2]string {
+	return [3][2]string{{"sql_mode", x.SQLMode}, {"character_set_client", x.Charset}, {"collation_connection", x.Collation}}
 }
 
 // Conn is one logged-in connection to a database server together with the
@@ -79,6 +98,12 @@ type Conn struct {
 	Status uint16
 	// Tracking is true when session tracking is on for this connection.
 	Tracking bool
+	// ConnCharsetUnknown is set when session tracking reported one of
+	// character_set_connection and collation_connection without the
+	// other: the server changes both together (SET NAMES ... COLLATE, a
+	// SET of either) but reports only what the statement named, so the
+	// other's value in Vars is out of date until LearnConnCharset.
+	ConnCharsetUnknown bool
 	// Broken marks a connection whose protocol state is unknown.
 	Broken bool
 	// Dirty marks a connection that carried state the node cannot undo by
@@ -293,7 +318,31 @@ func (c *Conn) ApplyOK(ok mysql.OK) StateChange {
 	})
 	sc.Changed = stateFlag
 	sc.Unmovable = stateFlag && sc.Vars == nil && sc.Schema == nil
+	if sc.Vars != nil {
+		_, cs := sc.Vars["character_set_connection"]
+		_, coll := sc.Vars["collation_connection"]
+		if cs != coll {
+			c.ConnCharsetUnknown = true
+		}
+	}
 	return sc
+}
+
+// LearnConnCharset asks the server for character_set_connection and
+// collation_connection after session tracking reported only one of them
+// (see ConnCharsetUnknown), records both in Vars and returns them.
+func (c *Conn) LearnConnCharset() (charset, collation string, err error) {
+	rows, err := c.Query("SELECT @@session.character_set_connection, @@session.collation_connection")
+	if err != nil {
+		return "", "", fmt.Errorf("ask the connection for its character set: %w", err)
+	}
+	if len(rows) != 1 || len(rows[0]) != 2 || rows[0][0] == nil || rows[0][1] == nil {
+		return "", "", fmt.Errorf("ask the connection for its character set: %d rows", len(rows))
+	}
+	charset, collation = *rows[0][0], *rows[0][1]
+	c.Vars["character_set_connection"], c.Vars["collation_connection"] = charset, collation
+	c.ConnCharsetUnknown = false
+	return charset, collation, nil
 }
 
 // InitDB changes the current database.
@@ -393,38 +442,49 @@ func (c *Conn) evictStmts(inUse func(id uint32) bool) {
 	}
 }
 
-// PrepareIn makes sure query is prepared on this connection bound to
-// schema, the database that was current when the client prepared it (""
-// for none), and returns the statement. A server binds a prepared
-// statement to the database current at its COM_STMT_PREPARE: its tables
-// resolve there and DATABASE() names it, whatever the session selects
-// later. A connection that is in another database switches with
-// COM_INIT_DB for the prepare and back afterwards.
+// PrepareIn makes sure query is prepared on this connection as the client
+// prepared it: bound to the database of ctx ("" for none) and parsed under
+// its sql_mode and character set. It returns the statement.
+//
+// A server binds a prepared statement to the database current at its
+// COM_STMT_PREPARE: its tables resolve there and DATABASE() names it,
+// whatever the session selects later. A connection that is in another
+// database switches with COM_INIT_DB for the prepare and back afterwards.
+// Likewise a connection whose sql_mode or character set differs from the
+// statement's takes the statement's for the prepare (one SET) and its own
+// back right after (another): the execute must run under the session's
+// current variables, as it does on a direct connection, where strict mode,
+// say, is the one in force at the execute.
 //
 // Schema always says where the connection is: when the way back fails
 // with a server error (its database was dropped meanwhile), the
 // connection stays in schema and the statement is returned all the same,
 // since it runs in its own database anyway; callers compare Schema with
 // what they want next. When the statement's database itself is gone the
-// server's error for COM_INIT_DB comes back and nothing changed.
+// server's error for COM_INIT_DB comes back and nothing changed. Vars
+// likewise: they are the connection's own again afterwards, and when the
+// way back fails the connection is marked broken, since what it would run
+// next under is not what the node believes.
 //
 // No connection can leave a database once it selected one, so a statement
 // prepared without a database can only be prepared again on a connection
 // that never had one; on any other it is prepared in the connection's
 // current database.
-func (c *Conn) PrepareIn(schema, query string, inUse func(id uint32) bool) (*Stmt, error) {
-	if st, ok := c.lookupStmt(query, c.stmtContextIn(schema)); ok {
+func (c *Conn) PrepareIn(ctx StmtContext, query string, inUse func(id uint32) bool) (*Stmt, error) {
+	if ctx.Schema == "" {
+		ctx.Schema = c.Schema
+	}
+	if st, ok := c.lookupStmt(query, ctx); ok {
 		return st, nil
 	}
 	home := c.Schema
-	if schema == "" || schema == home {
-		return c.Prepare(query, inUse)
+	if ctx.Schema != home {
+		if err := c.InitDB(ctx.Schema); err != nil {
+			return nil, fmt.Errorf("select database %s of the statement: %w", ctx.Schema, err)
+		}
 	}
-	if err := c.InitDB(schema); err != nil {
-		return nil, fmt.Errorf("select database %s of the statement: %w", schema, err)
-	}
-	st, err := c.Prepare(query, inUse)
-	if home != "" && !c.Broken {
+	st, err := c.prepareUnder(ctx, query, inUse)
+	if home != "" && home != c.Schema && !c.Broken {
 		if rerr := c.InitDB(home); rerr != nil && c.Broken && err == nil {
 			err = fmt.Errorf("select database %s again after a prepare: %w", home, rerr)
 		}
@@ -432,22 +492,83 @@ func (c *Conn) PrepareIn(schema, query string, inUse func(id uint32) bool) (*Stm
 	return st, err
 }
 
-func (c *Conn) currentStmtContext() stmtContext {
-	return c.stmtContextIn(c.Schema)
+// prepareUnder prepares query under the sql_mode and character set of ctx
+// in the current database, and puts the connection's own back.
+func (c *Conn) prepareUnder(ctx StmtContext, query string, inUse func(id uint32) bool) (*Stmt, error) {
+	var to, back []string
+	for _, v := range ctx.parseVars() {
+		name, want := v[0], v[1]
+		// As in StmtContext, a variable Vars lacks counts as "".
+		have, ok := c.Vars[name]
+		if have == want {
+			continue
+		}
+		to = append(to, "`"+name+"`="+FormatValue(want))
+		if ok {
+			back = append(back, "`"+name+"`="+FormatValue(have))
+		} else {
+			back = append(back, "`"+name+"`=DEFAULT")
+		}
+	}
+	if len(to) == 0 {
+		return c.Prepare(query, inUse)
+	}
+	// Session tracking reports what the SETs change, and nothing without
+	// it: either way Vars must say the statement's values for the prepare,
+	// so that the statement is cached under its context, and the
+	// connection's own afterwards, character_set_connection included.
+	names := ParseVarNames()
+	saved := make(map[string]string, len(names))
+	for _, name := range names {
+		if v, ok := c.Vars[name]; ok {
+			saved[name] = v
+		}
+	}
+	restoreVars := func() {
+		for _, name := range names {
+			if v, ok := saved[name]; ok {
+				c.Vars[name] = v
+			} else {
+				delete(c.Vars, name)
+			}
+		}
+	}
+	unknown := c.ConnCharsetUnknown
+	if _, err := c.Exec("SET SESSION " + strings.Join(to, ", ")); err != nil {
+		// A SET that fails changes nothing.
+		restoreVars()
+		c.ConnCharsetUnknown = unknown
+		return nil, fmt.Errorf("take the sql_mode and character set of the statement: %w", err)
+	}
+	for _, v := range ctx.parseVars() {
+		c.Vars[v[0]] = v[1]
+	}
+	st, err := c.Prepare(query, inUse)
+	if c.Broken {
+		return nil, err
+	}
+	if _, rerr := c.Exec("SET SESSION " + strings.Join(back, ", ")); rerr != nil {
+		// The next command would run under the statement's variables.
+		c.Broken = true
+		return nil, fmt.Errorf("%w: restore the sql_mode and character set after a prepare: %v", ErrBroken, rerr)
+	}
+	restoreVars()
+	c.ConnCharsetUnknown = unknown
+	return st, err
 }
 
-// stmtContextIn is the context of a statement prepared now in schema.
-func (c *Conn) stmtContextIn(schema string) stmtContext {
-	return stmtContext{schema, c.Vars["sql_mode"], c.Vars["character_set_client"], c.Vars["collation_connection"]}
+// StmtContext is the context of a statement prepared now.
+func (c *Conn) StmtContext() StmtContext {
+	return StmtContext{c.Schema, c.Vars["sql_mode"], c.Vars["character_set_client"], c.Vars["collation_connection"]}
 }
 
 // LookupStmt finds query prepared on this connection under the current
 // database, sql_mode and character set.
 func (c *Conn) LookupStmt(query string) (*Stmt, bool) {
-	return c.lookupStmt(query, c.currentStmtContext())
+	return c.lookupStmt(query, c.StmtContext())
 }
 
-func (c *Conn) lookupStmt(query string, ctx stmtContext) (*Stmt, bool) {
+func (c *Conn) lookupStmt(query string, ctx StmtContext) (*Stmt, bool) {
 	list := c.Stmts[query]
 	if len(list) == 0 {
 		return nil, false
@@ -463,7 +584,7 @@ func (c *Conn) lookupStmt(query string, ctx stmtContext) (*Stmt, bool) {
 // AddStmt records st as query prepared under the current context and
 // returns the statement it replaces, if any.
 func (c *Conn) AddStmt(query string, st *Stmt) (replaced *Stmt) {
-	st.ctx = c.currentStmtContext()
+	st.ctx = c.StmtContext()
 	list := c.Stmts[query]
 	for i, old := range list {
 		if old.ctx == st.ctx {

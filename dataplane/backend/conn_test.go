@@ -4,7 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
+	"regexp"
 	"testing"
 
 	"github.com/dbproxy/dbproxy/dataplane/mysql"
@@ -203,6 +205,8 @@ func describeCommand(cmd []byte) string {
 		return "INIT_DB " + string(cmd[1:])
 	case mysql.ComStmtPrepare:
 		return "PREPARE " + string(cmd[1:])
+	case mysql.ComQuery:
+		return "QUERY " + string(cmd[1:])
 	}
 	return fmt.Sprintf("command 0x%02x", cmd[0])
 }
@@ -256,7 +260,7 @@ func TestPrepareIn(t *testing.T) {
 				c.AddStmt(q, &Stmt{ID: 5})
 			}
 			c.Schema = tc.home
-			st, err := c.PrepareIn(tc.schema, q, nil)
+			st, err := c.PrepareIn(StmtContext{Schema: tc.schema}, q, nil)
 			var se *mysql.SQLError
 			switch {
 			case tc.wantErr != 0:
@@ -275,6 +279,126 @@ func TestPrepareIn(t *testing.T) {
 			}
 			if c.Schema != tc.wantSchema || c.Broken {
 				t.Errorf("connection in %q (broken %v), want %q", c.Schema, c.Broken, tc.wantSchema)
+			}
+		})
+	}
+}
+
+// TestPrepareInParseState: a statement is prepared under the sql_mode and
+// character set of its prepare, and the connection takes its own back
+// right after, so that the execute runs under the session's; Vars say the
+// connection's own afterwards, whatever session tracking reported.
+func TestPrepareInParseState(t *testing.T) {
+	const q = "SELECT \"v\" FROM t"
+	// setPair matches one assignment of the SET statements PrepareIn sends.
+	setPair := regexp.MustCompile("`([a-z_]+)`='([^']*)'")
+	own := StmtContext{Schema: "pb", SQLMode: "", Charset: "utf8mb4", Collation: "utf8mb4_general_ci"}
+	ansi := own
+	ansi.SQLMode = "ANSI_QUOTES"
+	latin := own
+	latin.Schema, latin.Charset, latin.Collation = "pa", "latin1", "latin1_bin"
+	for _, tc := range []struct {
+		name string
+		ctx  StmtContext
+		// failSet is the SET statement (by its number, from 1) that fails.
+		failSet    int
+		wantSeen   string
+		wantErr    bool
+		wantBroken bool
+	}{
+		{name: "same state", ctx: own, wantSeen: "[PREPARE " + q + "]"},
+		{name: "another sql_mode", ctx: ansi,
+			wantSeen: "[QUERY SET SESSION `sql_mode`='ANSI_QUOTES' PREPARE " + q + " QUERY SET SESSION `sql_mode`='']"},
+		{name: "another database and character set", ctx: latin,
+			wantSeen: "[INIT_DB pa QUERY SET SESSION `character_set_client`='latin1', `collation_connection`='latin1_bin' PREPARE " + q +
+				" QUERY SET SESSION `character_set_client`='utf8mb4', `collation_connection`='utf8mb4_general_ci' INIT_DB pb]"},
+		{name: "the statement's state is refused", ctx: ansi, failSet: 1, wantErr: true,
+			wantSeen: "[QUERY SET SESSION `sql_mode`='ANSI_QUOTES']"},
+		{name: "the way back fails", ctx: ansi, failSet: 2, wantErr: true, wantBroken: true,
+			wantSeen: "[QUERY SET SESSION `sql_mode`='ANSI_QUOTES' PREPARE " + q + " QUERY SET SESSION `sql_mode`='']"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sets := 0
+			c, f := startFakeServer(t, func(cmd []byte) [][]byte {
+				switch cmd[0] {
+				case mysql.ComInitDB:
+					return [][]byte{mysql.AppendOK(nil, mysql.OKPacket, mysql.OK{}, BaseCaps)}
+				case mysql.ComQuery:
+					if sets++; sets == tc.failSet {
+						return [][]byte{mysql.AppendErr(nil, mysql.NewSQLError(1231, "refused"))}
+					}
+					// Like MariaDB, report what the SET named, and not the
+					// character_set_connection a collation implies.
+					var reports [][]byte
+					for _, m := range setPair.FindAllStringSubmatch(string(cmd[1:]), -1) {
+						reports = append(reports, sysvar(m[1], m[2]))
+					}
+					return [][]byte{mysql.AppendOK(nil, mysql.OKPacket, mysql.OK{Status: mysql.StatusSessionStateChanged,
+						SessionState: sessionState(reports...)}, BaseCaps)}
+				case mysql.ComStmtPrepare:
+					return [][]byte{mysql.AppendPrepareOK(nil, mysql.PrepareOK{StmtID: 9})}
+				}
+				return [][]byte{mysql.AppendErr(nil, mysql.NewSQLError(1047, "unexpected"))}
+			})
+			c.Schema = own.Schema
+			c.Vars = map[string]string{"sql_mode": own.SQLMode, "character_set_client": own.Charset,
+				"character_set_connection": "utf8mb4", "collation_connection": own.Collation, "time_zone": "+01:00"}
+			want := maps.Clone(c.Vars)
+			st, err := c.PrepareIn(tc.ctx, q, nil)
+			switch {
+			case tc.wantErr && err == nil:
+				t.Fatal("PrepareIn succeeded")
+			case !tc.wantErr && err != nil:
+				t.Fatalf("PrepareIn: %v", err)
+			case tc.wantBroken && !errors.Is(err, ErrBroken):
+				t.Errorf("error %v does not say the connection broke", err)
+			}
+			if !tc.wantErr {
+				if st.ID != 9 {
+					t.Errorf("statement %d", st.ID)
+				}
+				// Cached under the statement's context, not the connection's.
+				if again, err := c.PrepareIn(tc.ctx, q, nil); err != nil || again != st {
+					t.Errorf("prepared again: %v, %v", again, err)
+				}
+				if _, ok := c.LookupStmt(q); ok != (tc.ctx == own) {
+					t.Errorf("found under the connection's own context: %v", ok)
+				}
+			}
+			c.Close()
+			<-f.done
+			if got := fmt.Sprint(f.seen); got != tc.wantSeen {
+				t.Errorf("sent %s\nwant %s", got, tc.wantSeen)
+			}
+			if c.Broken != tc.wantBroken {
+				t.Errorf("broken %v, want %v", c.Broken, tc.wantBroken)
+			}
+			if !tc.wantBroken && (!maps.Equal(c.Vars, want) || c.Schema != own.Schema || c.ConnCharsetUnknown) {
+				t.Errorf("afterwards in %q with %v (character set unknown %v), want %q with %v", c.Schema, c.Vars, c.ConnCharsetUnknown, own.Schema, want)
+			}
+		})
+	}
+}
+
+// TestConnCharsetUnknown: session tracking reports what a statement named,
+// so a report of one of character_set_connection and collation_connection
+// leaves the other unknown.
+func TestConnCharsetUnknown(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		state []byte
+		want  bool
+	}{
+		{"SET NAMES", sessionState(sysvar("character_set_client", "latin1"), sysvar("character_set_connection", "latin1"), sysvar("character_set_results", "latin1")), true},
+		{"SET collation_connection", sessionState(sysvar("collation_connection", "latin1_bin")), true},
+		{"both", sessionState(sysvar("character_set_connection", "latin1"), sysvar("collation_connection", "latin1_bin")), false},
+		{"neither", sessionState(sysvar("character_set_client", "latin1")), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Conn{Vars: map[string]string{}}
+			c.ApplyOK(mysql.OK{Status: mysql.StatusSessionStateChanged, SessionState: tc.state})
+			if c.ConnCharsetUnknown != tc.want {
+				t.Errorf("ConnCharsetUnknown = %v, want %v", c.ConnCharsetUnknown, tc.want)
 			}
 		})
 	}

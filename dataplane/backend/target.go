@@ -430,20 +430,25 @@ func (t *Target) initSession(c *Conn) error {
 			return fmt.Errorf("init_query: %w", err)
 		}
 	}
-	rows, err := c.Query("SELECT @@character_set_client, @@character_set_connection, @@character_set_results, @@collation_connection, DATABASE()")
+	// sql_mode too: a prepared statement is parsed under it and the
+	// character set (see PrepareIn), so Vars must know them also when
+	// session tracking reports nothing.
+	rows, err := c.Query("SELECT @@character_set_client, @@character_set_connection, @@character_set_results, @@collation_connection, @@session.sql_mode, DATABASE()")
 	if err != nil {
 		return fmt.Errorf("read session character set: %w", err)
 	}
-	if len(rows) == 1 && len(rows[0]) == 5 {
-		for i, name := range []string{"character_set_client", "character_set_connection", "character_set_results", "collation_connection"} {
+	if len(rows) == 1 && len(rows[0]) == 6 {
+		for i, name := range []string{"character_set_client", "character_set_connection", "character_set_results", "collation_connection", "sql_mode"} {
 			if v := rows[0][i]; v != nil {
 				c.Vars[name] = *v
 			} else {
 				c.Vars[name] = "NULL"
 			}
 		}
-		if rows[0][4] != nil {
-			c.Schema = *rows[0][4]
+		// Whatever the SETs above reported, these are known now.
+		c.ConnCharsetUnknown = false
+		if rows[0][5] != nil {
+			c.Schema = *rows[0][5]
 		}
 	}
 	c.Status &^= mysql.StatusInTrans

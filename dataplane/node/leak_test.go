@@ -155,9 +155,9 @@ func leakClient(ctx context.Context, db *sql.DB, id int, base model, passive, pi
 			continue
 		}
 		var name string
-		op := rng.IntN(13)
+		op := rng.IntN(14)
 		if !pins {
-			op = []int{1, 2, 3, 4, 5, 8, 9, 10, 12}[rng.IntN(9)]
+			op = []int{1, 2, 3, 4, 5, 8, 9, 10, 12, 13}[rng.IntN(10)]
 		}
 		switch op {
 		case 0:
@@ -188,13 +188,20 @@ func leakClient(ctx context.Context, db *sql.DB, id int, base model, passive, pi
 			}
 			want.timeZone = z
 		case 3:
-			sets := [][3]string{{"utf8mb3", "utf8mb3", "utf8mb3_general_ci"}, {"latin1", "latin1", "latin1_swedish_ci"}, {"utf8mb4", "utf8mb4", "utf8mb4_general_ci"}}
+			// Session tracking reports no collation for SET NAMES, nor
+			// the character set that a collation implies.
+			sets := [][3]string{{"NAMES utf8mb3", "utf8mb3", "utf8mb3_general_ci"}, {"NAMES latin1", "latin1", "latin1_swedish_ci"},
+				{"NAMES utf8mb4", "utf8mb4", "utf8mb4_general_ci"}, {"NAMES utf8mb4 COLLATE utf8mb4_bin", "utf8mb4", "utf8mb4_bin"},
+				{"NAMES latin1 COLLATE latin1_bin", "latin1", "latin1_bin"}, {"collation_connection = utf8mb4_unicode_ci", "", "utf8mb4_unicode_ci"}}
 			cs := sets[rng.IntN(len(sets))]
-			name = "SET NAMES " + cs[0]
-			if err := exec("SET NAMES " + cs[0]); err != nil {
+			name = "SET " + cs[0]
+			if err := exec("SET " + cs[0]); err != nil {
 				return err
 			}
-			want.charset, want.collation = cs[1], cs[2]
+			if cs[1] != "" {
+				want.charset = cs[1]
+			}
+			want.collation = cs[2]
 		case 4:
 			dbs := []string{"app", "other"}
 			d := dbs[rng.IntN(len(dbs))]
@@ -342,6 +349,19 @@ func leakClient(ctx context.Context, db *sql.DB, id int, base model, passive, pi
 					return err
 				}
 			}
+		case 13:
+			// A server parses a prepared statement under the sql_mode and
+			// character set of its prepare, and keeps it so after they
+			// change back.
+			name = "prepared statements across sql_mode and SET NAMES"
+			if err := stmtsAcrossModes(ctx, c, want, fmt.Sprintf("%s-%d", tag, step)); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			if want.autocommit == "0" {
+				if err := exec("COMMIT"); err != nil {
+					return err
+				}
+			}
 		case 10:
 			name = "insert + LAST_INSERT_ID()"
 			res, err := c.ExecContext(ctx, "INSERT INTO app.rows_t (who) VALUES (?)", tag)
@@ -436,6 +456,68 @@ func stmtsAcrossUSE(ctx context.Context, c *sql.Conn, from, to, who string) erro
 		if n-before[d] != want {
 			return fmt.Errorf("%d rows added to %s.stmt_rows by inserts prepared in %s, want %d", n-before[d], d, from, want)
 		}
+	}
+	return nil
+}
+
+// stmtsAcrossModes prepares a read and a write under ANSI_QUOTES,
+// PIPES_AS_CONCAT and latin1, goes back to the session's sql_mode and
+// character set (want), and checks that both still work as parsed.
+func stmtsAcrossModes(ctx context.Context, c *sql.Conn, want model, who string) error {
+	for _, q := range []string{"SET SESSION sql_mode = 'ANSI_QUOTES,PIPES_AS_CONCAT'", "SET NAMES latin1"} {
+		if _, err := c.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("%s: %w", q, err)
+		}
+	}
+	// "v" names whereami's column, || concatenates, the literal is latin1.
+	sel, err := c.PrepareContext(ctx, `SELECT "v" || '-x', CHARSET('x') FROM whereami`)
+	if err != nil {
+		return err
+	}
+	defer sel.Close()
+	ins, err := c.PrepareContext(ctx, `INSERT INTO stmt_rows (who) SELECT ? || '-' || "v" FROM whereami`)
+	if err != nil {
+		return err
+	}
+	defer ins.Close()
+	if _, err := c.ExecContext(ctx, "SET SESSION sql_mode = ?", want.sqlMode); err != nil {
+		return fmt.Errorf("restore sql_mode: %w", err)
+	}
+	// The collation last: it may be of another character set than the
+	// client's (see leakClient).
+	for _, q := range []string{"SET NAMES " + want.charset, "SET collation_connection = " + want.collation} {
+		if _, err := c.ExecContext(ctx, q); err != nil {
+			return fmt.Errorf("restore the character set: %s: %w", q, err)
+		}
+	}
+	// The subtests share a server: count the rows this call adds.
+	count := func() (int, error) {
+		var n int
+		err := c.QueryRowContext(ctx, "SELECT COUNT(*) FROM stmt_rows WHERE who = ?", who+"-"+want.db).Scan(&n)
+		return n, err
+	}
+	before, err := count()
+	if err != nil {
+		return err
+	}
+	for k := range 3 {
+		var v, cs string
+		if err := sel.QueryRowContext(ctx).Scan(&v, &cs); err != nil {
+			return fmt.Errorf("execute %d: %w", k, err)
+		}
+		if v != want.db+"-x" || cs != "latin1" {
+			return fmt.Errorf("execute %d of a statement prepared under ANSI_QUOTES,PIPES_AS_CONCAT and latin1 read %q, %q; want %q, latin1", k, v, cs, want.db+"-x")
+		}
+		if _, err := ins.ExecContext(ctx, who); err != nil {
+			return fmt.Errorf("insert %d: %w", k, err)
+		}
+	}
+	n, err := count()
+	if err != nil {
+		return err
+	}
+	if n-before != 3 {
+		return fmt.Errorf("%d rows %s-%s added to %s.stmt_rows, want 3", n-before, who, want.db, want.db)
 	}
 	return nil
 }
@@ -538,6 +620,13 @@ type schemaCase struct {
 	// noAutocommit turns autocommit off before the execute, which then
 	// opens a transaction.
 	noAutocommit bool
+	// before runs before the prepare; after, when set, runs between the
+	// prepare and the execute instead of the switch to database pb.
+	before, after []string
+	// rows, when set, is a query on the server with the client's value
+	// (a LIKE prefix) as its parameter, run after the execute: what the
+	// statement wrote.
+	rows string
 }
 
 // TestPreparedStatementKeepsItsSchema: a server binds a prepared statement
@@ -584,6 +673,72 @@ func TestPreparedStatementKeepsItsSchema(t *testing.T) {
 	}
 }
 
+// TestPreparedStatementKeepsItsParseState: a server parses a prepared
+// statement once, at its prepare, under the sql_mode and character set of
+// that moment: after the client changes them, "v" under ANSI_QUOTES still
+// names a column, || under PIPES_AS_CONCAT still concatenates, a backslash
+// under NO_BACKSLASH_ESCAPES is still itself, a literal is still in the
+// character set and collation it was sent in. What happens at execute
+// (strict mode refusing an out of range value, the character set of the
+// results) follows the session as it is then. Through the node the
+// statement is prepared again on another database connection (see
+// TestPreparedStatementKeepsItsSchema), and every answer, and what every
+// write stored, must be what a direct connection answers and stores.
+func TestPreparedStatementKeepsItsParseState(t *testing.T) {
+	// 100 connections at 2%: a pool of two database connections.
+	s := mysqltest.StartT(t, mysqltest.Options{ExtraArgs: []string{"--max-connections=100"}})
+	nodetest.PrepareServer(t, s)
+	ctx := t.Context()
+	if err := s.Exec(ctx, "CREATE DATABASE pa", "CREATE DATABASE pb",
+		"CREATE TABLE pa.r (v VARCHAR(32))", "INSERT INTO pa.r VALUES ('a')",
+		"CREATE TABLE pa.w (v VARCHAR(100)) CHARACTER SET utf8mb4", "CREATE TABLE pb.w (v VARCHAR(100))",
+		"CREATE TABLE pa.n (who VARCHAR(100), v TINYINT)",
+		"GRANT ALL ON pa.* TO 'app'@'%'", "GRANT ALL ON pb.* TO 'app'@'%'"); err != nil {
+		t.Fatal(err)
+	}
+	const (
+		written = "SELECT GROUP_CONCAT(v ORDER BY v) FROM pa.w WHERE v LIKE ?"
+		numbers = "SELECT GROUP_CONCAT(IFNULL(v, 'NULL') ORDER BY v) FROM pa.n WHERE who LIKE ?"
+	)
+	cases := []schemaCase{
+		{name: "ANSI_QUOTES read", prepDB: "pa", query: `SELECT /* ansi-read */ "v" FROM r`,
+			before: []string{"SET sql_mode = 'ANSI_QUOTES'"}, after: []string{"SET sql_mode = ''"}},
+		{name: "ANSI_QUOTES write", prepDB: "pa", query: `INSERT /* ansi-write */ INTO w SELECT CONCAT(?, '-', "v") FROM r`, write: true,
+			before: []string{"SET sql_mode = 'ANSI_QUOTES'"}, after: []string{"SET sql_mode = ''"}, rows: written},
+		{name: "default sql_mode read, then ANSI_QUOTES", prepDB: "pa", query: `SELECT /* default-read */ "v" FROM r`,
+			after: []string{"SET sql_mode = 'ANSI_QUOTES'"}},
+		{name: "PIPES_AS_CONCAT read", prepDB: "pa", query: "SELECT /* pipes-read */ v || '-tail' FROM r",
+			before: []string{"SET sql_mode = 'PIPES_AS_CONCAT'"}, after: []string{"SET sql_mode = DEFAULT"}},
+		{name: "PIPES_AS_CONCAT write", prepDB: "pa", query: "INSERT /* pipes-write */ INTO w VALUES (? || '-tail')", write: true,
+			before: []string{"SET sql_mode = 'PIPES_AS_CONCAT'"}, after: []string{"SET sql_mode = DEFAULT"}, rows: written},
+		{name: "NO_BACKSLASH_ESCAPES read", prepDB: "pa", query: `SELECT /* backslash-read */ CONCAT(LENGTH('a\nb')), 'a\nb'`,
+			before: []string{"SET sql_mode = 'NO_BACKSLASH_ESCAPES'"}, after: []string{"SET sql_mode = ''"}},
+		{name: "default sql_mode write, then NO_BACKSLASH_ESCAPES", prepDB: "pa", query: `INSERT /* backslash-write */ INTO w VALUES (CONCAT(?, ' a\tb'))`,
+			write: true, after: []string{"SET sql_mode = 'NO_BACKSLASH_ESCAPES'"}, rows: written},
+		{name: "latin1 read, then utf8mb4", prepDB: "pa", query: "SELECT /* latin1-read */ 'caf\xe9', CHARSET('x'), CONCAT(LENGTH('caf\xe9'))",
+			before: []string{"SET NAMES latin1"}, after: []string{"SET NAMES utf8mb4"}},
+		{name: "latin1 write, then utf8mb4", prepDB: "pa", query: "INSERT /* latin1-write */ INTO w VALUES (CONCAT(?, ' caf\xe9'))", write: true,
+			before: []string{"SET NAMES latin1"}, after: []string{"SET NAMES utf8mb4"}, rows: written},
+		{name: "default character set read, then latin1", prepDB: "pa", query: "SELECT /* utf8-read */ 'caf\xc3\xa9', CHARSET('x'), CONCAT(LENGTH('caf\xc3\xa9'))",
+			after: []string{"SET NAMES latin1"}},
+		{name: "collation read", prepDB: "pa", query: "SELECT /* collation-read */ CONCAT('a' = 'A'), COLLATION('a')",
+			before: []string{"SET NAMES latin1 COLLATE latin1_bin"}, after: []string{"SET NAMES latin1"}},
+		{name: "strict at prepare, not at execute", prepDB: "pa", query: "INSERT /* strict-off */ INTO n (who, v) VALUES (?, 1000)", write: true,
+			before: []string{"SET sql_mode = 'STRICT_ALL_TABLES'"}, after: []string{"SET sql_mode = ''"}, rows: numbers},
+		{name: "strict at execute, not at prepare", prepDB: "pa", query: "INSERT /* strict-on */ INTO n (who, v) VALUES (?, 1000)", write: true,
+			before: []string{"SET sql_mode = ''"}, after: []string{"SET sql_mode = 'STRICT_ALL_TABLES'"}, rows: numbers},
+		{name: "sql_mode and database", prepDB: "pa", query: `SELECT /* ansi-use */ "v", DATABASE() FROM r`,
+			before: []string{"SET sql_mode = 'ANSI_QUOTES'"}, after: []string{"USE pb", "SET sql_mode = ''"}},
+		{name: "ANSI_QUOTES, then a transaction", prepDB: "pa", query: `SELECT /* ansi-tx */ "v" FROM r`, noAutocommit: true,
+			before: []string{"SET sql_mode = 'ANSI_QUOTES'"}, after: []string{"SET sql_mode = ''"}},
+	}
+	for _, tracking := range []bool{true, false} {
+		t.Run(fmt.Sprintf("session tracking=%v", tracking), func(t *testing.T) {
+			testStmtSchemas(t, s, cases, tracking)
+		})
+	}
+}
+
 func testStmtSchemas(t *testing.T, s *mysqltest.Server, cases []schemaCase, tracking bool) {
 	ctx := t.Context()
 	cfg := nodetest.Config(s)
@@ -611,6 +766,11 @@ func testStmtSchemas(t *testing.T, s *mysqltest.Server, cases []schemaCase, trac
 				// any held connection (see the node's acquireStmt), it
 				// prepares the statement in that database.
 				t.Skip("a statement prepared without a database runs in the database of a held connection")
+			}
+			if !tracking && len(tc.before) > 0 {
+				// Without session tracking the SET pins the session: the
+				// statement is prepared and executed on that connection.
+				t.Skip("a statement prepared after a SET is never prepared again without session tracking")
 			}
 			// Both runs write values of their own into the shared tables.
 			want := runSchemaCase(t, s, s.Addr(), tc, fmt.Sprintf("direct, tracking=%v", tracking), schemaHooks{})
@@ -680,14 +840,22 @@ func runSchemaCase(t *testing.T, s *mysqltest.Server, addr string, tc schemaCase
 	}
 	c := rawClient(t, addr, tc.prepDB)
 	var out strings.Builder
+	for _, q := range tc.before {
+		rawExec(t, c, q)
+	}
 	h.call(h.beforePrepare)
 	id, params := rawPrepare(t, c, tc.query)
 	h.call(h.afterPrepare)
-	if tc.initDB {
+	for _, q := range tc.after {
+		rawExec(t, c, q)
+	}
+	switch {
+	case len(tc.after) > 0:
+	case tc.initDB:
 		if err := c.InitDB("pb"); err != nil {
 			t.Fatalf("COM_INIT_DB pb: %v", err)
 		}
-	} else {
+	default:
 		rawExec(t, c, "USE pb")
 	}
 	if tc.drop {
@@ -726,7 +894,7 @@ func runSchemaCase(t *testing.T, s *mysqltest.Server, addr string, tc schemaCase
 	if tc.noAutocommit {
 		rawExec(t, c, "COMMIT")
 	}
-	if tc.write {
+	if tc.write && tc.rows == "" {
 		for _, tbl := range []string{"pa.w", "pb.w"} {
 			n, err := s.QueryValue(ctx, "SELECT COUNT(*) FROM "+tbl+" WHERE v LIKE ?", value+"%")
 			if err != nil {
@@ -734,6 +902,14 @@ func runSchemaCase(t *testing.T, s *mysqltest.Server, addr string, tc schemaCase
 			}
 			fmt.Fprintf(&out, "rows written to %s: %s\n", tbl, n)
 		}
+	}
+	if tc.rows != "" {
+		v, err := s.QueryValue(ctx, tc.rows, value+"%")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The direct run and the node's write values of their own.
+		fmt.Fprintf(&out, "rows: %q\n", strings.ReplaceAll(v, value, "<value>"))
 	}
 	return out.String()
 }

@@ -41,10 +41,12 @@ var errClientGone = errors.New("client connection closed")
 // prepares it lazily on whatever database connection it borrows.
 type clientStmt struct {
 	query string
-	// schema is the database that was current at the COM_STMT_PREPARE (""
-	// for none): the server bound the statement to it, and every prepare
-	// on another connection must bind it there too.
-	schema     string
+	// ctx is the database ("" for none), sql_mode and character set that
+	// were current at the COM_STMT_PREPARE: the server bound the statement
+	// to that database and parsed it under those, and every prepare on
+	// another connection must do the same, whatever the session changed
+	// since.
+	ctx        backend.StmtContext
 	params     uint16
 	columns    uint16
 	paramTypes []byte
@@ -91,8 +93,10 @@ type clientConn struct {
 	varsOwned bool
 	// schemaUnknown is set when a USE ran on the held connection without
 	// session tracking: the OK did not say where it went, so schema and
-	// the connection's Schema may be out of date until learnSchema asks.
-	schemaUnknown bool
+	// the connection's Schema may be out of date until learnState asks.
+	// parseVarsUnknown is the same for a SET and the variables a prepared
+	// statement is parsed under (sql_mode, character set).
+	schemaUnknown, parseVarsUnknown bool
 
 	// be is the database connection held between commands (transaction,
 	// pin, open cursor, pending long data); nil when none is held.
@@ -589,6 +593,10 @@ func (s *clientConn) syncIn(be *backend.Conn, schema string) error {
 			return err
 		}
 		be.Vars = maps.Clone(s.vars)
+		// A SET of character_set_connection resets collation_connection,
+		// but with both maps consistent it names the collation too when
+		// that differs: the connection now is the session's exactly.
+		be.ConnCharsetUnknown = false
 		be.LastInsertID = s.lastInsertID
 	}
 	if be.MultiStatements != s.multiStmt {
@@ -619,6 +627,30 @@ func (s *clientConn) fingerprint(m map[string]string) uint64 {
 	return sum | 1
 }
 
+// learnConnCharset completes what session tracking reported about the
+// connection's character set (see backend.Conn.ConnCharsetUnknown) before
+// the connection goes back to the pool or prepares a statement: without
+// it the session would restore, and a statement be parsed under, a
+// collation the client replaced. A server error leaves the session as the
+// node believed it; a failed exchange marks the connection broken.
+func (s *clientConn) learnConnCharset() {
+	cs, coll, err := s.be.LearnConnCharset()
+	if err != nil {
+		s.logger().Debug("reading the connection's character set failed", "error", err)
+		return
+	}
+	if s.vars["character_set_connection"] == cs && s.vars["collation_connection"] == coll {
+		return
+	}
+	s.setVar("character_set_connection", cs)
+	s.setVar("collation_connection", coll)
+	s.varsFP = s.fingerprint(s.vars)
+	s.gen++
+	// The connection was in line with the session, and both took the
+	// same change.
+	s.be.VarsFP = s.varsFP
+}
+
 // mustHold reports whether the session keeps its database connection
 // after the current command.
 func (s *clientConn) mustHold() bool {
@@ -645,6 +677,9 @@ func (s *clientConn) afterCommand() {
 	if s.be == nil {
 		return
 	}
+	if s.be.ConnCharsetUnknown && !s.be.Broken {
+		s.learnConnCharset()
+	}
 	if s.be.Broken {
 		s.dropBackend()
 		return
@@ -659,8 +694,9 @@ func (s *clientConn) dropBackend() {
 	be := s.be
 	s.be = nil
 	s.prev = nil
-	// The database a USE without session tracking selected went with it.
-	s.schemaUnknown = false
+	// The database and variables a USE or SET without session tracking
+	// selected went with it.
+	s.schemaUnknown, s.parseVarsUnknown = false, false
 	if len(s.pins) > 0 {
 		s.logger().Warn("pinned database connection lost; session state on it is gone", "reasons", s.pins)
 	}
@@ -931,23 +967,41 @@ func (s *clientConn) query(pkt []byte) error {
 	if err := s.forward(pkt, cls, relayQuery); err != nil {
 		return err
 	}
-	if cls.ChangesSchema && s.be != nil && !s.be.Tracking {
-		// The server did not say which database the USE selected (it
-		// pinned the session): binary prepared statements need to know.
-		s.schemaUnknown = true
-	}
+	s.noteUntracked(cls)
 	return nil
 }
 
-// learnSchema asks the held connection for its database after a USE
-// without session tracking, before a statement is prepared or bound to
-// one. When the connection breaks it is marked broken for the caller to
-// drop.
-func (s *clientConn) learnSchema() error {
-	if !s.schemaUnknown || s.be == nil {
+// noteUntracked remembers what a statement that ran on the held connection
+// without session tracking may have changed unseen (it pinned the
+// session): binary prepared statements need to know the database and the
+// variables they are parsed under (see learnState).
+func (s *clientConn) noteUntracked(cls session.Class) {
+	if s.be == nil || s.be.Tracking {
+		return
+	}
+	if cls.ChangesSchema {
+		s.schemaUnknown = true
+	}
+	if cls.IsSet || cls.MayChangeState {
+		s.parseVarsUnknown = true
+	}
+}
+
+// learnState asks the held connection for its database after a USE, and
+// for its sql_mode and character set after a SET, that ran without
+// session tracking, before a statement is prepared or bound to one. The
+// session takes what the connection says: it is what the client set. When
+// the connection breaks it is marked broken for the caller to drop.
+func (s *clientConn) learnState() error {
+	if !s.schemaUnknown && !s.parseVarsUnknown || s.be == nil {
 		return nil
 	}
-	rows, err := s.be.Query("SELECT DATABASE()")
+	names := backend.ParseVarNames()
+	q := "SELECT DATABASE()"
+	for _, name := range names {
+		q += ", @@session." + name
+	}
+	rows, err := s.be.Query(q)
 	if err != nil {
 		var se *mysql.SQLError
 		if errors.As(err, &se) {
@@ -955,17 +1009,46 @@ func (s *clientConn) learnSchema() error {
 			return nil
 		}
 		s.be.Broken = true
-		return fmt.Errorf("ask the connection for its database: %w", err)
+		return fmt.Errorf("ask the connection for its database and variables: %w", err)
 	}
-	s.schemaUnknown = false
-	schema := ""
-	if len(rows) == 1 && len(rows[0]) == 1 && rows[0][0] != nil {
-		schema = *rows[0][0]
+	if len(rows) != 1 || len(rows[0]) != 1+len(names) {
+		return nil
 	}
-	s.be.Schema = schema
-	if s.schema != schema {
-		s.schema = schema
-		s.gen++
+	row := rows[0]
+	if s.schemaUnknown {
+		s.schemaUnknown = false
+		schema := ""
+		if row[0] != nil {
+			schema = *row[0]
+		}
+		s.be.Schema = schema
+		if s.schema != schema {
+			s.schema = schema
+			s.gen++
+		}
+	}
+	if s.parseVarsUnknown {
+		s.parseVarsUnknown = false
+		changed := false
+		for i, name := range names {
+			v := "NULL"
+			if row[1+i] != nil {
+				v = *row[1+i]
+			}
+			s.be.Vars[name] = v
+			if s.vars[name] != v {
+				s.setVar(name, v)
+				changed = true
+			}
+		}
+		s.be.ConnCharsetUnknown = false
+		if changed {
+			s.varsFP = s.fingerprint(s.vars)
+			s.gen++
+		}
+		// The held connection is in line with the session (a connection
+		// is held only once synced with it), now also in these.
+		s.be.VarsFP = s.varsFP
 	}
 	return nil
 }
@@ -1027,7 +1110,7 @@ func (s *clientConn) resetSession() {
 	s.setPinnedGauge(false)
 	s.setTxGauge(false)
 	s.pins = nil
-	s.schemaUnknown = false
+	s.schemaUnknown, s.parseVarsUnknown = false, false
 	s.stateReady = false
 	s.vars = nil
 	s.varsFP = 0

@@ -37,7 +37,7 @@ func (s *clientConn) prepare(pkt []byte) error {
 		s.countErr()
 		return s.sendErr(serr)
 	}
-	if err := s.learnSchema(); err != nil {
+	if err := s.learnState(); err != nil {
 		s.dropBackend()
 		return s.lostBackend(false)
 	}
@@ -87,9 +87,10 @@ func (s *clientConn) relayPrepare(r *relayer, query string) error {
 	if s.stmts == nil {
 		s.stmts = map[uint32]*clientStmt{}
 	}
-	// The server bound the statement to the connection's database (the
-	// session's, as acquire made it), and keeps it there after a USE.
-	s.stmts[id] = &clientStmt{query: query, schema: be.Schema, params: pok.Params, columns: pok.Columns, cls: session.Classify(query)}
+	// The server bound the statement to the connection's database and
+	// parsed it under its variables (the session's, as acquire made them),
+	// and keeps it so after a USE or a SET.
+	s.stmts[id] = &clientStmt{query: query, ctx: be.StmtContext(), params: pok.Params, columns: pok.Columns, cls: session.Classify(query)}
 	s.lastStmtID = id
 	out := pok
 	out.StmtID = id
@@ -119,19 +120,20 @@ func (s *clientConn) relayPrepare(r *relayer, query string) error {
 // database (DATABASE() is NULL), and no connection can leave a database
 // once it selected one.
 func (s *clientConn) acquireStmt(st *clientStmt) (*backend.Conn, *mysql.SQLError) {
-	return s.acquireAs(session.Class{}, st.schema == "" && s.schema != "")
+	return s.acquireAs(session.Class{}, st.ctx.Schema == "" && s.schema != "")
 }
 
 // backendStmt makes sure the client's statement is prepared on be, in the
-// database it was prepared in, and returns its id there. Afterwards the
-// connection is where it was, unless that database was dropped meanwhile
-// or the statement needed a database on a connection that had none: then
-// be.Schema differs from the session's (see executeIn).
+// database and under the sql_mode and character set it was prepared in,
+// and returns its id there. Afterwards the connection has the session's
+// variables again, and is where it was, unless that database was dropped
+// meanwhile or the statement needed a database on a connection that had
+// none: then be.Schema differs from the session's (see executeIn).
 func (s *clientConn) backendStmt(be *backend.Conn, st *clientStmt) (*backend.Stmt, error) {
-	if err := s.learnSchema(); err != nil {
+	if err := s.learnState(); err != nil {
 		return nil, err
 	}
-	return be.PrepareIn(st.schema, st.query, s.stmtInUse)
+	return be.PrepareIn(st.ctx, st.query, s.stmtInUse)
 }
 
 // execute rewrites the statement id (and, when the client relies on
@@ -187,6 +189,8 @@ func (s *clientConn) execute(pkt []byte) error {
 	st.cursor = cursor && r.status&mysql.StatusCursorExists != 0
 	s.pinFor(st.cls, r.failed)
 	s.afterCommand()
+	// A prepared SET (or CALL) changes variables just as a query does.
+	s.noteUntracked(st.cls)
 	return nil
 }
 
