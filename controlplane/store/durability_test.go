@@ -19,15 +19,17 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 
+	"github.com/dbproxy/dbproxy/controlplane/store/etcdtest"
 	"github.com/dbproxy/dbproxy/internal/model"
 	"github.com/dbproxy/dbproxy/internal/seal"
 )
 
 // Environment of the child process of TestDurabilityUnderKill.
 const (
-	crashChildEnv = "DBPROXY_STORE_CRASH_CHILD" // the store file
-	crashModeEnv  = "DBPROXY_STORE_CRASH_MODE"  // "plain" or "encrypted"
-	crashKeyEnv   = "DBPROXY_STORE_CRASH_KEY"   // base64 master key
+	crashChildEnv   = "DBPROXY_STORE_CRASH_CHILD"   // the store file, or etcd endpoint|prefix
+	crashBackendEnv = "DBPROXY_STORE_CRASH_BACKEND" // "bbolt" or "etcd"
+	crashModeEnv    = "DBPROXY_STORE_CRASH_MODE"    // "plain" or "encrypted"
+	crashKeyEnv     = "DBPROXY_STORE_CRASH_KEY"     // base64 master key
 )
 
 // Each transaction of the child writes one item and the counter, so after a
@@ -44,33 +46,49 @@ func crashItemValue(i int) []byte {
 	return fmt.Appendf(nil, `{"n":%d,"password":"pw-%d-%s"}`, i, i, strings.Repeat("x", 100))
 }
 
-// openCrashStore opens the store the way the child and the parent share.
-func openCrashStore(path, mode string) (Store, *Bolt, error) {
-	b, err := OpenBolt(path, BoltOptions{LockTimeout: 5 * time.Second})
-	if err != nil {
-		return nil, nil, err
+// openCrashStore opens the store the way the child and the parent share:
+// where is the bbolt file, or "endpoint|prefix" for etcd. It returns the
+// store and the backend under it.
+func openCrashStore(backend, where, mode string) (Store, Store, error) {
+	var inner Store
+	switch backend {
+	case "bbolt":
+		b, err := OpenBolt(where, BoltOptions{LockTimeout: 5 * time.Second})
+		if err != nil {
+			return nil, nil, err
+		}
+		inner = b
+	case "etcd":
+		endpoint, prefix, _ := strings.Cut(where, "|")
+		e, err := OpenEtcd(context.Background(), EtcdOptions{Endpoints: []string{endpoint}, Prefix: prefix})
+		if err != nil {
+			return nil, nil, err
+		}
+		inner = e
+	default:
+		return nil, nil, fmt.Errorf("backend %q", backend)
 	}
 	if mode != "encrypted" {
-		return b, b, nil
+		return inner, inner, nil
 	}
 	key, _, err := seal.LoadOrCreateMasterKey(crashKeyEnv, "")
 	if err != nil {
-		b.Close()
+		inner.Close()
 		return nil, nil, err
 	}
 	s, err := seal.New(key)
 	if err != nil {
-		b.Close()
+		inner.Close()
 		return nil, nil, err
 	}
-	return Encrypted(b, s, model.SensitiveKinds...), b, nil
+	return Encrypted(inner, s, model.SensitiveKinds...), inner, nil
 }
 
 // runCrashChild writes as fast as it can and prints the number of each
 // write only after Update returned it, until it is killed. It gives up on
 // its own after a while so that a broken parent leaves nothing behind.
 func runCrashChild() int {
-	st, _, err := openCrashStore(os.Getenv(crashChildEnv), os.Getenv(crashModeEnv))
+	st, _, err := openCrashStore(os.Getenv(crashBackendEnv), os.Getenv(crashChildEnv), os.Getenv(crashModeEnv))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child: open:", err)
 		return 2
@@ -96,70 +114,100 @@ func runCrashChild() int {
 
 // TestDurabilityUnderKill kills the writing process with SIGKILL in the
 // middle of a stream of writes and checks that every write it acknowledged
-// survives, that transactions are atomic, and that the file is sound.
+// survives, that transactions are atomic, and that the store is sound. On
+// etcd the writer is the process killed (etcd runs in the test): what is
+// tested is that an acknowledged Update is committed, and that a commit
+// cut off half way is all or nothing.
 func TestDurabilityUnderKill(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a child process")
 	}
 	const killAfter = 300
-	for _, mode := range []string{"plain", "encrypted"} {
-		t.Run(mode, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "store.db")
-			key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x5a}, seal.KeySize))
-			t.Setenv(crashKeyEnv, key) // the parent reopens with the same key
-
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), crashChildEnv+"="+path, crashModeEnv+"="+mode, crashKeyEnv+"="+key)
-			var stderr bytes.Buffer
-			cmd.Stderr = &stderr
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
+	for _, backend := range []string{"bbolt", "etcd"} {
+		t.Run(backend, func(t *testing.T) {
+			var srv *etcdtest.Server
+			if backend == "etcd" {
+				srv = etcdtest.Start(t, etcdtest.Options{})
 			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			// A child that stalls is killed too; the test then fails on
-			// too few acknowledgements.
-			watchdog := time.AfterFunc(30*time.Second, func() { _ = cmd.Process.Kill() })
-			defer watchdog.Stop()
-
-			acks := readAcks(t, stdout, killAfter, func() {
-				if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-					t.Errorf("kill: %v", err)
-				}
-			})
-			err = cmd.Wait()
-			var exitErr *exec.ExitError
-			if !errors.As(err, &exitErr) || exitErr.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-				t.Fatalf("child ended with %v, want killed by SIGKILL; stderr:\n%s", err, stderr.String())
-			}
-			if len(acks) < killAfter {
-				t.Fatalf("only %d acknowledged writes before the kill; stderr:\n%s", len(acks), stderr.String())
-			}
-			t.Logf("%d writes acknowledged before SIGKILL", len(acks))
-
-			rawCheck(t, path)
-			st, b, err := openCrashStore(path, mode)
-			if err != nil {
-				t.Fatalf("reopen after kill: %v", err)
-			}
-			defer st.Close()
-			if err := b.Check(context.Background()); err != nil {
-				t.Fatalf("Check after kill: %v", err)
-			}
-			verifyAfterCrash(t, st, acks)
-			// Plaintext must never have reached the file in encrypted mode.
-			if mode == "encrypted" {
-				data, err := os.ReadFile(path)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if bytes.Contains(data, []byte(`"password":"pw-`)) {
-					t.Error("store file holds a plaintext password")
-				}
+			for _, mode := range []string{"plain", "encrypted"} {
+				t.Run(mode, func(t *testing.T) {
+					where := filepath.Join(t.TempDir(), "store.db")
+					if srv != nil {
+						where = srv.Endpoints[0] + "|/crash-" + mode + "/"
+					}
+					killWriter(t, backend, where, mode, killAfter)
+				})
 			}
 		})
+	}
+}
+
+// killWriter runs the child on the store at where, kills it after n
+// acknowledged writes and checks the store.
+func killWriter(t *testing.T, backend, where, mode string, n int) {
+	t.Helper()
+	key := base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{0x5a}, seal.KeySize))
+	t.Setenv(crashKeyEnv, key) // the parent reopens with the same key
+
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), crashChildEnv+"="+where, crashBackendEnv+"="+backend, crashModeEnv+"="+mode, crashKeyEnv+"="+key)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// A child that stalls is killed too; the test then fails on too few
+	// acknowledgements.
+	watchdog := time.AfterFunc(30*time.Second, func() { _ = cmd.Process.Kill() })
+	defer watchdog.Stop()
+
+	acks := readAcks(t, stdout, n, func() {
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Errorf("kill: %v", err)
+		}
+	})
+	err = cmd.Wait()
+	var exitErr *exec.ExitError
+	if !errors.As(err, &exitErr) || exitErr.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+		t.Fatalf("child ended with %v, want killed by SIGKILL; stderr:\n%s", err, stderr.String())
+	}
+	if len(acks) < n {
+		t.Fatalf("only %d acknowledged writes before the kill; stderr:\n%s", len(acks), stderr.String())
+	}
+	t.Logf("%d writes acknowledged before SIGKILL", len(acks))
+
+	if backend == "bbolt" {
+		rawCheck(t, where)
+	}
+	st, inner, err := openCrashStore(backend, where, mode)
+	if err != nil {
+		t.Fatalf("reopen after kill: %v", err)
+	}
+	defer st.Close()
+	checkStore(t, inner)
+	verifyAfterCrash(t, st, acks)
+	// Plaintext must never have been stored in encrypted mode: not in
+	// the bbolt file (free pages included), not in any value sent to etcd.
+	if mode == "encrypted" {
+		var raw []byte
+		if backend == "bbolt" {
+			if raw, err = os.ReadFile(where); err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			var buf bytes.Buffer
+			if _, err := inner.Backup(context.Background(), &buf); err != nil {
+				t.Fatal(err)
+			}
+			raw = buf.Bytes()
+		}
+		if bytes.Contains(raw, []byte(`"password":"pw-`)) {
+			t.Error("the store holds a plaintext password")
+		}
 	}
 }
 

@@ -76,6 +76,9 @@ func New(opts Options) (_ *Server, err error) {
 	cfg.Name = "test"
 	cfg.Dir = filepath.Join(dir, "data")
 	cfg.UnsafeNoFsync = true
+	// A single member elects itself after the election timeout: keep it
+	// short, so that a server is ready in tens of milliseconds.
+	cfg.TickMs, cfg.ElectionMs = 10, 100
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
 	// Port 0: the listeners pick free ports, read back below. The peer
 	// URL is only this member's own; nothing dials it.
