@@ -361,11 +361,11 @@ func (s *Server) checkMasterKey(ctx context.Context) error {
 // target's current address count: a node key allowed one zone must not
 // decide the health of another zone's proxies, and a target recreated at
 // another address must not inherit the old one's health.
-func (s *Server) targetHealth(ctx context.Context, t *model.Target) (string, string) {
+func (s *Server) targetHealth(ctx context.Context, t *model.Target) (string, string, string) {
 	st, err := s.snapshots.State(ctx)
 	if err != nil {
 		s.log.Warn("cannot read the state to show target health", "proxy", t.Proxy, "target", t.Name, "error", err)
-		return health.HealthUnknown, ""
+		return health.HealthUnknown, "", ""
 	}
 	var zones []string
 	for i := range st.Proxies {
@@ -378,7 +378,7 @@ func (s *Server) targetHealth(ctx context.Context, t *model.Target) (string, str
 	th := s.health.TargetHealthFrom(t.Proxy, t.Name, func(r health.Report) bool {
 		return r.Address == addr && model.HasZone(zones, r.Zone)
 	})
-	return th.Health, th.Role
+	return th.Health, th.Role, th.Reason()
 }
 
 // derive gives each use of the master key its own key.

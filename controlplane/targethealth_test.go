@@ -29,6 +29,7 @@ func TestTargetHealthBelievesOnlyNodesServingTheTarget(t *testing.T) {
 	cp.Do("PUT", "/v1/proxies/main/targets/db1", map[string]any{"host": "127.0.0.1", "port": 3306, "zone": "a"}, nil)
 	cp.Do("PUT", "/v1/proxies/other/targets/db2", map[string]any{"host": "127.0.0.1", "port": 3307, "zone": "b"}, nil)
 	cp.Do("PUT", "/v1/proxies/other/targets/db3", map[string]any{"host": "127.0.0.1", "port": 3308, "zone": "b"}, nil)
+	cp.Do("PUT", "/v1/proxies/other/targets/db4", map[string]any{"host": "127.0.0.1", "port": 3309, "zone": "b"}, nil)
 
 	creds := cp.NodeCredentials("node-b", "b")
 	root := cp.Root()
@@ -55,6 +56,7 @@ func TestTargetHealthBelievesOnlyNodesServingTheTarget(t *testing.T) {
 				{Proxy: "other", Targets: []healthreport.TargetHealth{
 					{Name: "db2", Host: "127.0.0.1", Port: 3307, Zone: "b", Role: "WRITER", Healthy: true},
 					{Name: "db3", Host: "127.0.0.1", Port: 9999, Zone: "b", Role: "WRITER", Healthy: true},
+					{Name: "db4", Host: "127.0.0.1", Port: 3309, Zone: "b", Reason: "dial tcp 127.0.0.1:3309: connection refused"},
 				}},
 			}
 		},
@@ -83,8 +85,15 @@ func TestTargetHealthBelievesOnlyNodesServingTheTarget(t *testing.T) {
 	if v := get("/v1/proxies/other/targets/db2"); v.DiscoveredRole != "WRITER" {
 		t.Errorf("db2 discovered role %q, want WRITER", v.DiscoveredRole)
 	}
-	if v := get("/v1/proxies/main/targets/db1"); v.Health != "UNKNOWN" || v.DiscoveredRole != "" {
-		t.Errorf("a zone-b node decided the health of zone a's proxy: %q / %q", v.Health, v.DiscoveredRole)
+	if v := get("/v1/proxies/main/targets/db1"); v.Health != "UNKNOWN" || v.DiscoveredRole != "" || v.HealthReason != "" {
+		t.Errorf("a zone-b node decided the health of zone a's proxy: %q / %q / %q", v.Health, v.DiscoveredRole, v.HealthReason)
+	}
+	// The API says why a target is down, and which node says so.
+	if v := get("/v1/proxies/other/targets/db4"); v.Health != "UNAVAILABLE" || v.HealthReason != "node-b: dial tcp 127.0.0.1:3309: connection refused" {
+		t.Errorf("db4: health %q, reason %q", v.Health, v.HealthReason)
+	}
+	if v := get("/v1/proxies/other/targets/db2"); v.HealthReason != "" {
+		t.Errorf("healthy db2 has a health reason: %q", v.HealthReason)
 	}
 	if v := get("/v1/proxies/other/targets/db3"); v.Health != "UNKNOWN" {
 		t.Errorf("a report about another address counted for db3: %q", v.Health)

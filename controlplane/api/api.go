@@ -45,9 +45,10 @@ type Options struct {
 	Store store.Store
 	Fleet Fleet
 	// TargetHealth returns what the nodes report about a target: its
-	// health (AVAILABLE, UNAVAILABLE, DEGRADED, UNKNOWN) and the role they
-	// discovered. Nil reports UNKNOWN.
-	TargetHealth func(ctx context.Context, t *model.Target) (health, role string)
+	// health (AVAILABLE, UNAVAILABLE, DEGRADED, UNKNOWN), the role they
+	// discovered and, when some find it unhealthy, why. Nil reports
+	// UNKNOWN.
+	TargetHealth func(ctx context.Context, t *model.Target) (health, role, reason string)
 	// Observe, when set, is told of every request once it is answered.
 	Observe func(method, path string, status int, d time.Duration)
 	Logger  hclog.Logger

@@ -30,9 +30,9 @@ func (a *API) targetRoutes() {
 		check:   func(v *model.Target) error { v.Normalize(); return v.Validate() },
 		prepare: prepareTarget,
 		show: func(ctx context.Context, v *model.Target) {
-			v.Health, v.DiscoveredRole = "UNKNOWN", ""
+			v.Health, v.DiscoveredRole, v.HealthReason = "UNKNOWN", "", ""
 			if a.opts.TargetHealth != nil {
-				v.Health, v.DiscoveredRole = a.opts.TargetHealth(ctx, v)
+				v.Health, v.DiscoveredRole, v.HealthReason = a.opts.TargetHealth(ctx, v)
 			}
 		},
 		what: func(r *http.Request) string {

@@ -44,6 +44,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -112,6 +113,44 @@ type TargetHealth struct {
 	Role string
 	// Reports are the fresh per-node views, ordered by node id.
 	Reports []Report
+}
+
+// maxReason bounds TargetHealth.Reason: each node's reason is bounded
+// already, but a target may be reported on by many nodes.
+const maxReason = 1024
+
+// Reason says why nodes find the target unhealthy: each distinct reason
+// once, with the nodes that report it ("node-a, node-b: connect: ...").
+// It is "" when every fresh report is healthy.
+func (th TargetHealth) Reason() string {
+	var order []string
+	nodes := map[string][]string{}
+	for _, r := range th.Reports {
+		if r.Healthy {
+			continue
+		}
+		reason := r.Reason
+		if reason == "" {
+			reason = "unhealthy"
+		}
+		if _, ok := nodes[reason]; !ok {
+			order = append(order, reason)
+		}
+		nodes[reason] = append(nodes[reason], r.Node)
+	}
+	parts := make([]string, 0, len(order))
+	for _, reason := range order {
+		parts = append(parts, strings.Join(nodes[reason], ", ")+": "+reason)
+	}
+	out := strings.Join(parts, "; ")
+	if n := maxReason; len(out) > n {
+		// Cut on a character boundary.
+		for n > 0 && out[n]&0xC0 == 0x80 {
+			n--
+		}
+		out = out[:n]
+	}
+	return out
 }
 
 // Report is one node's view of a target.

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	hds "github.com/envoyproxy/go-control-plane/envoy/service/health/v3"
 	"go.uber.org/goleak"
@@ -446,5 +447,26 @@ func TestSameIDOtherZone(t *testing.T) {
 	testutil.Eventually(t, waitFor, "both reports", func() bool { return len(env.svc.TargetHealth("app", "db1").Reports) == 2 })
 	if got := env.svc.TargetHealth("app", "db1").Health; got != HealthDegraded {
 		t.Fatalf("health with one healthy and one unhealthy report: %s, want DEGRADED", got)
+	}
+}
+
+func TestTargetHealthReason(t *testing.T) {
+	th := TargetHealth{Reports: []Report{
+		{Node: "a1", Healthy: true},
+		{Node: "a2", Reason: "dial: refused"},
+		{Node: "b1", Reason: "dial: refused"},
+		{Node: "c1", Reason: "read_only: timeout"},
+		{Node: "c2"},
+	}}
+	want := "a2, b1: dial: refused; c1: read_only: timeout; c2: unhealthy"
+	if got := th.Reason(); got != want {
+		t.Fatalf("Reason() = %q, want %q", got, want)
+	}
+	if got := (TargetHealth{Reports: []Report{{Node: "a1", Healthy: true}}}).Reason(); got != "" {
+		t.Fatalf("healthy target: Reason() = %q, want none", got)
+	}
+	long := TargetHealth{Reports: []Report{{Node: "n", Reason: strings.Repeat("é", 2000)}}}
+	if got := long.Reason(); len(got) > maxReason || !utf8.ValidString(got) {
+		t.Fatalf("long reason: %d bytes, valid UTF-8 %v", len(got), utf8.ValidString(got))
 	}
 }

@@ -129,6 +129,9 @@ type Target struct {
 	Role           string `json:"role"`
 	Health         string `json:"health,omitempty"`
 	DiscoveredRole string `json:"discovered_role,omitempty"`
+	// HealthReason says why nodes find the target unhealthy, node by
+	// node ("" when every report is healthy).
+	HealthReason string `json:"health_reason,omitempty"`
 	Meta
 }
 
