@@ -500,32 +500,16 @@ func (e *Etcd) Subscribe() (<-chan uint64, func()) {
 }
 
 // watch follows the counter key from etcd revision from on and publishes
-// every value, re-watching after errors; when the revision it needs has
-// been compacted it reads the counter afresh (subscribers are coalesced
-// anyway, so skipped values lose nothing).
+// every value, watching again (with backoff) whenever a watch ends.
 func (e *Etcd) watch(ctx context.Context, from int64) {
 	defer close(e.watchDone)
 	backoff := 50 * time.Millisecond
 	for ctx.Err() == nil {
-		wch := e.client.Watch(clientv3.WithRequireLeader(ctx), e.key(etcdRevKey), clientv3.WithRev(from))
-		for resp := range wch {
-			if resp.CompactRevision != 0 {
-				if snap, err := e.readSnapshot(ctx); err == nil {
-					from = snap.etcdRev + 1
-				}
-				break
-			}
-			if resp.Err() != nil {
-				break
-			}
+		next := e.follow(ctx, from)
+		if next > from {
 			backoff = 50 * time.Millisecond
-			for _, ev := range resp.Events {
-				if n, err := parseCounter(ev.Kv.Value); err == nil {
-					e.publish(n)
-				}
-			}
-			from = resp.Header.Revision + 1
 		}
+		from = next
 		timer := time.NewTimer(backoff)
 		select {
 		case <-ctx.Done():
@@ -534,6 +518,37 @@ func (e *Etcd) watch(ctx context.Context, from int64) {
 		}
 		backoff = min(2*backoff, 5*time.Second)
 	}
+}
+
+// follow runs one watch of the counter key from etcd revision from until
+// it fails or ctx ends, and returns the revision to watch from next. When
+// the revision it needs has been compacted away it reads the counter
+// afresh instead: subscribers are coalesced anyway, so the values skipped
+// lose nothing.
+func (e *Etcd) follow(ctx context.Context, from int64) int64 {
+	// A watch of its own context, ended on return: leaving a failed watch
+	// registered would pile up watches on the client.
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	wch := e.client.Watch(clientv3.WithRequireLeader(wctx), e.key(etcdRevKey), clientv3.WithRev(from))
+	for resp := range wch {
+		if resp.CompactRevision != 0 {
+			if snap, err := e.readSnapshot(ctx); err == nil {
+				return snap.etcdRev + 1
+			}
+			return from
+		}
+		if resp.Err() != nil {
+			return from
+		}
+		for _, ev := range resp.Events {
+			if n, err := parseCounter(ev.Kv.Value); err == nil {
+				e.publish(n)
+			}
+		}
+		from = resp.Header.Revision + 1
+	}
+	return from
 }
 
 // Backup reads every object at one etcd revision and writes them as a

@@ -334,3 +334,47 @@ func TestEtcdUnavailable(t *testing.T) {
 		t.Errorf("Revision = %d, want the last known %d", e.Revision(), rev)
 	}
 }
+
+// TestEtcdWatchAfterCompaction lets a replica's watch fall behind a
+// compaction: it reads the revision afresh instead of waiting for events
+// that no longer exist.
+func TestEtcdWatchAfterCompaction(t *testing.T) {
+	ctx := context.Background()
+	srv := etcdtest.Start(t, etcdtest.Options{})
+	a := openEtcdTemp(t, srv, "/compact/")
+	b := openEtcdTemp(t, srv, "/compact/")
+	// b stops hearing, as during a long partition.
+	b.stopWatch()
+	<-b.watchDone
+	resp, err := rawClient(t, srv).Get(ctx, "/compact/rev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	behind := resp.Header.Revision + 1
+	var last uint64
+	for i := range 5 {
+		last = put(t, a, "k", strconv.Itoa(i), "v")
+	}
+	cresp, err := rawClient(t, srv).Get(ctx, "/compact/rev")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rawClient(t, srv).Compact(ctx, cresp.Header.Revision); err != nil {
+		t.Fatal(err)
+	}
+	sub, cancel := b.Subscribe()
+	defer cancel()
+	done := make(chan int64, 1)
+	go func() { done <- b.follow(ctx, behind) }()
+	select {
+	case next := <-done:
+		if next <= cresp.Header.Revision {
+			t.Fatalf("watch again from %d, at or before the compaction at %d", next, cresp.Header.Revision)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the watch of a compacted revision did not end")
+	}
+	if v, _ := recv(t, sub); v != last || b.Revision() != last {
+		t.Fatalf("b heard %d, at revision %d; want %d", v, b.Revision(), last)
+	}
+}
