@@ -35,6 +35,7 @@ type targetHealthEntry struct {
 	Role           types.String `tfsdk:"role"`
 	Health         types.String `tfsdk:"health"`
 	DiscoveredRole types.String `tfsdk:"discovered_role"`
+	HealthReason   types.String `tfsdk:"health_reason"`
 }
 
 func (d *targetHealthDataSource) Metadata(_ context.Context, req datasource.MetadataRequest, resp *datasource.MetadataResponse) {
@@ -65,6 +66,8 @@ func (d *targetHealthDataSource) Schema(_ context.Context, _ datasource.SchemaRe
 							MarkdownDescription: "`AVAILABLE` (every node reaches it), `DEGRADED` (some do), `UNAVAILABLE` (none does) or `UNKNOWN` (no recent report)."},
 						"discovered_role": schema.StringAttribute{Computed: true,
 							MarkdownDescription: "`WRITER` or `READER` as the nodes discovered it; null while unknown."},
+						"health_reason": schema.StringAttribute{Computed: true,
+							MarkdownDescription: "Why nodes find the target unhealthy, with the nodes that say so; null while every report is healthy."},
 					},
 				},
 			},
@@ -110,6 +113,7 @@ func (d *targetHealthDataSource) Read(ctx context.Context, req datasource.ReadRe
 			Role:           types.StringValue(t.Role),
 			Health:         types.StringValue(t.Health),
 			DiscoveredRole: stringOrNull(t.DiscoveredRole),
+			HealthReason:   stringOrNull(t.HealthReason),
 		})
 	}
 	resp.Diagnostics.Append(resp.State.Set(ctx, &cfg)...)

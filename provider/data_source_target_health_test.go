@@ -2,6 +2,7 @@ package provider
 
 import (
 	"fmt"
+	"regexp"
 	"testing"
 	"time"
 
@@ -63,12 +64,15 @@ data "dbproxy_target_health" "main" {
 					target(0, "role", knownvalue.StringExact("AUTO")),
 					target(0, "health", knownvalue.StringExact("AVAILABLE")),
 					target(0, "discovered_role", knownvalue.StringExact("WRITER")),
+					target(0, "health_reason", knownvalue.Null()),
 					target(1, "name", knownvalue.StringExact("down")),
 					target(1, "zone", knownvalue.Null()),
 					target(1, "role", knownvalue.StringExact("AUTO")),
 					target(1, "health", knownvalue.StringExact("UNAVAILABLE")),
 					// Never reached: no role discovered.
 					target(1, "discovered_role", knownvalue.Null()),
+					// The node says why: it cannot connect.
+					target(1, "health_reason", knownvalue.StringRegexp(regexp.MustCompile(`^node-a: .*connection refused`))),
 				},
 			},
 			{

@@ -155,6 +155,9 @@ func healthTimeoutDetail(what string, t *model.Target, waited time.Duration) str
 			role = "none yet"
 		}
 		fmt.Fprintf(&b, "\nThe nodes report health %s (discovered role: %s) for %s:%d.", t.Health, role, t.Host, t.Port)
+		if t.HealthReason != "" {
+			fmt.Fprintf(&b, "\nWhy: %s.", t.HealthReason)
+		}
 		switch t.Health {
 		case "UNAVAILABLE":
 			b.WriteString(" No node can connect to it and log in.")

@@ -46,6 +46,7 @@ type targetModel struct {
 	Role           types.String   `tfsdk:"role"`
 	Health         types.String   `tfsdk:"health"`
 	DiscoveredRole types.String   `tfsdk:"discovered_role"`
+	HealthReason   types.String   `tfsdk:"health_reason"`
 	Timeouts       timeouts.Value `tfsdk:"timeouts"`
 }
 
@@ -117,6 +118,11 @@ func (r *targetResource) Schema(ctx context.Context, _ resource.SchemaRequest, r
 				Computed:            true,
 				MarkdownDescription: "Role the nodes discovered: `WRITER` or `READER`; null while they do not agree or have not checked yet.",
 			},
+			"health_reason": schema.StringAttribute{
+				Computed: true,
+				MarkdownDescription: "Why nodes find the target unhealthy, with the nodes that say so (for example " +
+					"`node-a: dial tcp 10.0.0.5:3306: connection refused`); null while every report is healthy.",
+			},
 		},
 		Blocks: map[string]schema.Block{
 			"timeouts": timeouts.Block(ctx, timeouts.Opts{Create: true, Update: true, Delete: true}),
@@ -168,6 +174,7 @@ func (m *targetModel) fromAPI(t *model.Target) {
 	m.Role = types.StringValue(t.Role)
 	m.Health = types.StringValue(t.Health)
 	m.DiscoveredRole = stringOrNull(t.DiscoveredRole)
+	m.HealthReason = stringOrNull(t.HealthReason)
 }
 
 func targetWhat(proxy, name string) string {

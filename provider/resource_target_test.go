@@ -278,7 +278,7 @@ resource "dbproxy_target" "dead" {
 			{
 				Config: e.config(late + dead),
 				ExpectError: wrapRE(`(?s)Timed Out Waiting for the Target to Be Available.*` +
-					`Target "dead" of proxy "main" was stored.*The nodes report health\s+UNAVAILABLE`),
+					`Target "dead" of proxy "main" was stored.*The nodes report health\s+UNAVAILABLE.*Why:\s+node-a:`),
 			},
 		},
 	})
