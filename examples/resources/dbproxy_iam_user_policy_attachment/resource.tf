@@ -5,7 +5,7 @@ resource "dbproxy_iam_user" "app" {
 resource "dbproxy_iam_policy" "connect_app" {
   name = "connect-app"
   policy = jsonencode({
-    Version   = "2012-10-17"
+    Version = "2012-10-17"
     Statement = [{
       Effect   = "Allow"
       Action   = "dbproxy:Connect"
