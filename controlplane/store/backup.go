@@ -142,7 +142,7 @@ func RestoreEtcd(ctx context.Context, opts EtcdOptions, r io.Reader) (uint64, er
 			return 0, fmt.Errorf("restore: %w", err)
 		}
 		e.ownsClient = true
-		defer e.closeClient()
+		defer func() { _ = e.closeClient() }()
 	}
 
 	var (

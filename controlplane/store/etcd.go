@@ -137,7 +137,8 @@ func OpenEtcd(ctx context.Context, opts EtcdOptions) (*Etcd, error) {
 	}
 	rev, watchFrom, err := e.initLayout(ctx)
 	if err != nil {
-		defer e.closeClient()
+		// The open failed: its error says more than one from the close.
+		defer func() { _ = e.closeClient() }()
 		return nil, fmt.Errorf("open etcd store %s on %s: %w", prefix, strings.Join(e.client.Endpoints(), ","), err)
 	}
 	e.rev.Store(rev)

@@ -70,7 +70,9 @@ type Store interface {
 	// must leave nothing behind but its writes to tx and the results it
 	// assigns.
 	Update(ctx context.Context, fn func(tx Tx) error) (uint64, error)
-	// Revision returns the newest committed revision.
+	// Revision returns the newest committed revision this process knows
+	// of: on a shared store (etcd), other processes' commits arrive with
+	// the watch, a moment after they commit; View gives the current one.
 	Revision() uint64
 	// Subscribe returns a channel that receives the newest revision after
 	// every commit (values may be coalesced; the channel has room for one)
