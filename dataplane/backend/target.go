@@ -515,6 +515,11 @@ func (t *Target) Put(c *Conn) {
 		c.Dirty = true
 	}
 	reusable := !c.Broken
+	if reusable && t.fence.Load() != nil {
+		// A fenced writer keeps no idle connections: a session may take
+		// its previous connection back without asking the router.
+		reusable = false
+	}
 	if reusable && c.Dirty {
 		_ = c.NetConn().SetDeadline(time.Now().Add(t.opts.DialTimeout))
 		err := c.ResetConnection()

@@ -347,11 +347,29 @@ func TestTwoWritersRefused(t *testing.T) {
 	if err := e.write("before"); err != nil {
 		t.Fatal(err)
 	}
+	tx, err := e.rw.BeginTx(t.Context(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec("INSERT INTO c VALUES ('tx')"); err != nil {
+		t.Fatal(err)
+	}
 
 	if err := reps[0].Promote(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	e.refused(t, "db1", "db2")
+	// A transaction open before the conflict ends on its connection,
+	// which then closes instead of waiting idle for a client to take it
+	// back past the router.
+	if err := tx.Commit(); err != nil {
+		t.Fatalf("commit of a transaction open before the conflict: %v", err)
+	}
+	db1 := e.Node.Targets("main")[0]
+	testutil.Eventually(t, 10*time.Second, "the fenced writer's connections to close", func() bool {
+		st := db1.Pool.Stats()
+		return st.Idle == 0 && st.Borrowed == 0
+	})
 	e.noWritesDuring(t, primary, reps[0])
 	for range 5 {
 		if got := queryString(t, ro, "SELECT @@port"); got != fmt.Sprint(reps[1].Port) {
