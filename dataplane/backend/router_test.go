@@ -3,6 +3,7 @@ package backend
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -226,5 +227,36 @@ func TestJoinNames(t *testing.T) {
 		if got := joinNames(c.in); got != c.want {
 			t.Errorf("joinNames(%q) = %q, want %q", c.in, got, c.want)
 		}
+	}
+}
+
+// TestRouterWriterConflictChanges: a third writer joins a conflict and one
+// leaves it; the fence follows, and it stays one conflict.
+func TestRouterWriterConflictChanges(t *testing.T) {
+	f := newRouterFixture(t,
+		config.Target{Name: "a", Zone: "a", Role: vocab.RoleAuto},
+		config.Target{Name: "b", Zone: "a", Role: vocab.RoleAuto},
+		config.Target{Name: "c", Zone: "a", Role: vocab.RoleAuto})
+	f.set("a", true, false, false)
+	f.set("b", true, false, false)
+	f.set("c", true, false, false)
+	if got := f.targets["c"].Conflict(); !strings.Contains(got, "targets a, b and c all accept writes") {
+		t.Fatalf("reason with three writers = %q", got)
+	}
+	if got := value(t, f.metrics.WriterConflict.WithLabelValues("p")); got != 3 {
+		t.Fatalf("dbproxy_writer_conflict_targets = %v, want 3", got)
+	}
+	f.set("a", true, true, false)
+	if got := f.targets["a"].Conflict(); got != "" {
+		t.Fatalf("demoted a still fenced: %q", got)
+	}
+	if got := f.targets["b"].Conflict(); !strings.Contains(got, "targets b and c both accept writes") {
+		t.Fatalf("reason with two writers left = %q", got)
+	}
+	if got := f.router.Conflict(); !slices.Equal(got, []string{"b", "c"}) {
+		t.Fatalf("Conflict() = %v", got)
+	}
+	if got := value(t, f.metrics.WriterConflicts.WithLabelValues("p")); got != 1 {
+		t.Fatalf("dbproxy_writer_conflicts_total = %v, want 1", got)
 	}
 }
