@@ -378,3 +378,79 @@ func TestEtcdWatchAfterCompaction(t *testing.T) {
 		t.Fatalf("b heard %d, at revision %d; want %d", v, b.Revision(), last)
 	}
 }
+
+// TestEtcdQuorum runs the store on a three-member cluster: with one member
+// down writes go on, with two down they fail with ErrUnavailable within
+// the request timeout, and when a member comes back writes resume where
+// they stopped, the watch included.
+func TestEtcdQuorum(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-member etcd cluster")
+	}
+	ctx := context.Background()
+	c := etcdtest.StartCluster(t, 3)
+	e, err := OpenEtcd(ctx, EtcdOptions{Endpoints: c.Endpoints, Prefix: "/quorum/", RequestTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	sub, cancel := e.Subscribe()
+	defer cancel()
+	// tryPut writes k/key once; errors are expected while members go.
+	tryPut := func(key string) (uint64, error) {
+		return e.Update(ctx, func(tx Tx) error { return tx.Put("k", key, []byte("v")) })
+	}
+	// putSoon writes k/key, retrying while the cluster elects a leader.
+	putSoon := func(key string) uint64 {
+		t.Helper()
+		var rev uint64
+		testutil.Eventually(t, 15*time.Second, "a write to "+key, func() bool {
+			var err error
+			rev, err = tryPut(key)
+			return err == nil
+		})
+		return rev
+	}
+	rev := put(t, e, "k", "all-up", "v")
+
+	c.Stop(0)
+	if got := putSoon("one-down"); got != rev+1 {
+		t.Fatalf("write with one member down at revision %d, want %d", got, rev+1)
+	}
+	c.Stop(1)
+	start := time.Now()
+	if _, err := tryPut("two-down"); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("write with two members down = %v, want ErrUnavailable", err)
+	}
+	if elapsed := time.Since(start); elapsed > 5*time.Second {
+		t.Errorf("refusing took %s with a 1s request timeout", elapsed)
+	}
+
+	if err := c.Start(1); err != nil {
+		t.Fatal(err)
+	}
+	back := putSoon("back")
+	// The refused write may still commit once the quorum is back: etcd
+	// keeps a proposal that timed out for its caller. Then it is revision
+	// rev+2, whole, and the next write comes after it.
+	refused, refusedErr := get(t, e, "k", "two-down")
+	switch {
+	case errors.Is(refusedErr, ErrNotFound) && back == rev+2:
+	case refusedErr == nil && refused.ModRevision == rev+2 && back == rev+3:
+		t.Log("the write refused without a quorum committed when the quorum came back")
+	default:
+		t.Fatalf("write after a member came back at revision %d (refused write: %+v, %v); want %d, or %d after the refused one",
+			back, refused, refusedErr, rev+2, rev+3)
+	}
+	testutil.Eventually(t, 10*time.Second, "the subscriber to hear of the write", func() bool {
+		select {
+		case v := <-sub:
+			return v == back
+		default:
+			return false
+		}
+	})
+	for _, k := range []string{"all-up", "one-down", "back"} {
+		mustGet(t, e, "k", k)
+	}
+}
