@@ -216,6 +216,11 @@ func (e *conflictEnv) refused(t *testing.T, writers ...string) {
 	if !strings.Contains(me.Message, "targets "+both) || !strings.Contains(me.Message, "read_only") {
 		t.Fatalf("the error does not name both writers: %s", me.Message)
 	}
+	// The node refused: the message is not dressed as a failure to
+	// connect to one of them.
+	if strings.Contains(me.Message, "cannot connect") {
+		t.Fatalf("the conflict reads as a connection failure: %s", me.Message)
+	}
 	if got := metricLabel(t, e.Env, "dbproxy_writer_conflict_targets", "proxy", "main"); got != 2 {
 		t.Fatalf("dbproxy_writer_conflict_targets = %v, want 2", got)
 	}

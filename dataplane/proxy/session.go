@@ -1199,6 +1199,11 @@ func (s *clientConn) borrow(key backend.Key) (*backend.Conn, *mysql.SQLError) {
 			}
 			var se *mysql.SQLError
 			if errors.As(err, &se) {
+				if errors.Is(err, backend.ErrWriterConflict) {
+					// The node refused, not the database: its message
+					// names the writers and what to do.
+					return nil, se
+				}
 				return nil, mysql.NewSQLError(se.Num, "dbproxy: cannot connect to database target %s: %s", t.Name(), se.Message)
 			}
 			// The server is unreachable: the monitor re-checks it at once
