@@ -120,15 +120,29 @@ func checkJSON(body []byte) (zeros map[string]bool, e *model.Error) {
 	}
 }
 
-// replaced reports whether decoding raw, the text of one JSON string,
-// replaced something with U+FFFD: the decoded s holds more of them than
-// raw spells out, literally or as \ufffd.
+// replaced reports whether decoding raw, the text of one JSON string
+// token (perhaps after a delimiter), replaced something with U+FFFD: the
+// decoded s holds more of them than raw spells out, literally or as a
+// \uFFFD escape.
 func replaced(raw []byte, s string) bool {
 	n := strings.Count(s, replacement)
 	if n == 0 {
 		return false
 	}
-	spelled := bytes.Count(raw, []byte(replacement)) + bytes.Count(bytes.ToLower(raw), []byte(`\ufffd`))
+	spelled := 0
+	for i := 0; i < len(raw); i++ {
+		switch {
+		case raw[i] == '\\' && i+1 < len(raw) && raw[i+1] == 'u':
+			if i+6 <= len(raw) && strings.EqualFold(string(raw[i+2:i+6]), "fffd") {
+				spelled++
+			}
+			i++ // past the u; the hex digits are no escape
+		case raw[i] == '\\':
+			i++ // past the escaped character, a backslash included
+		case bytes.HasPrefix(raw[i:], []byte(replacement)):
+			spelled++
+		}
+	}
 	return n > spelled
 }
 
