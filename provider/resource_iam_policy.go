@@ -68,12 +68,13 @@ func (r *iamPolicyResource) Schema(ctx context.Context, _ resource.SchemaRequest
 				CustomType:    jsontypes.NormalizedType{},
 				Required:      true,
 				PlanModifiers: []planmodifier.String{sameJSONKeepsState{}},
-				MarkdownDescription: "The policy document in IAM JSON (use `jsonencode()`): `Version` (optional, " +
-					"`2012-10-17`), `Statement` with `Effect` (`Allow`/`Deny`), `Action` or `NotAction` " +
-					"(`dbproxy:Connect`, `dbproxy:ReceiveConfig`, `dbproxy:Get*`, ..., wildcards allowed) and " +
+				MarkdownDescription: "The policy document in IAM JSON (use `jsonencode()`): `Version` (required, " +
+					"`2012-10-17`), `Statement` (at most 100) with `Effect` (`Allow`/`Deny`), `Action` or `NotAction` " +
+					"(actions dbproxy checks, such as `dbproxy:Connect`, `dbproxy:ReceiveConfig`, `dbproxy:Get*`; a wildcard " +
+					"must match at least one) and " +
 					"`Resource` or `NotResource` (plain paths such as `proxy/<proxy>/dbuser/<user>`, not ARNs). " +
 					"`Condition` and `Principal` are refused. Documents that differ only in formatting or key order " +
-					"are the same. Invalid JSON is refused at plan; the control plane checks the grammar at apply.",
+					"are the same. At most 6144 bytes. Invalid JSON is refused at plan; the control plane checks the grammar at apply.",
 			},
 		},
 		Blocks: map[string]schema.Block{
