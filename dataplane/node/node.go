@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -346,7 +347,7 @@ func (n *Node) startProxy(cfg *config.Config, pc config.Proxy) (*runningProxy, e
 		return DefaultVersion
 	}
 	for _, ec := range pc.Endpoints {
-		ln, err := n.opts.Listen("tcp", ec.Address)
+		ln, err := n.listen(ec.Address)
 		if err != nil {
 			// Closes the listeners opened so far, so that a restore
 			// can bind the same addresses. No drain: a client that
@@ -540,5 +541,29 @@ func (n *Node) Close(ctx context.Context) {
 	if n.mu.admin != nil {
 		_ = n.mu.admin.Shutdown(ctx)
 		n.mu.admin = nil
+	}
+}
+
+// rebindWait bounds how long a bind that finds its address in use is
+// retried.
+const rebindWait = 2 * time.Second
+
+// listen binds addr, retrying for a short while when the address is in
+// use: a replaced proxy has just closed its listener on the same address,
+// and another process probing ports can hold it for a moment (seen in
+// tests); refusing the whole configuration for that would NACK a change
+// that serves fine a few hundred milliseconds later. An address held for
+// good still fails, after rebindWait.
+func (n *Node) listen(addr string) (net.Listener, error) {
+	deadline := time.Now().Add(rebindWait)
+	pause := 10 * time.Millisecond
+	for {
+		ln, err := n.opts.Listen("tcp", addr)
+		if err == nil || !errors.Is(err, syscall.EADDRINUSE) || time.Now().After(deadline) {
+			return ln, err
+		}
+		n.log.Debug("address in use; binding again", "address", addr)
+		time.Sleep(pause)
+		pause = min(2*pause, 200*time.Millisecond)
 	}
 }
