@@ -15,6 +15,7 @@ import (
 	"github.com/hashicorp/terraform-plugin-framework/attr"
 	"github.com/hashicorp/terraform-plugin-framework/diag"
 	"github.com/hashicorp/terraform-plugin-framework/path"
+	"github.com/hashicorp/terraform-plugin-framework/tfsdk"
 	"github.com/hashicorp/terraform-plugin-framework/types"
 	"github.com/hashicorp/terraform-plugin-log/tflog"
 
@@ -325,4 +326,21 @@ func splitImportID(id, format string) ([]string, error) {
 		return nil, fmt.Errorf("the import id must have the form %q, got %q", format, id)
 	}
 	return parts, nil
+}
+
+// readObject is the Read step of a resource: it GETs objPath into out and
+// reports whether the object exists. A 404 removes the resource from the
+// state (it was deleted outside Terraform and is planned again); any other
+// failure becomes a diagnostic.
+func readObject(ctx context.Context, c *apiclient.Client, objPath string, out any, summary string, rename map[string]string,
+	state *tfsdk.State, diags *diag.Diagnostics) bool {
+	if err := c.Do(ctx, "GET", objPath, nil, out); err != nil {
+		if model.IsNotFound(err) {
+			state.RemoveResource(ctx)
+			return false
+		}
+		addAPIError(diags, summary, err, rename)
+		return false
+	}
+	return true
 }

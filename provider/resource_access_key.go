@@ -171,12 +171,7 @@ func (r *accessKeyResource) Read(ctx context.Context, req resource.ReadRequest, 
 		return
 	}
 	var out model.AccessKey
-	if err := r.data.client.Do(ctx, "GET", keyPath(state.User.ValueString(), state.ID.ValueString()), nil, &out); err != nil {
-		if model.IsNotFound(err) {
-			resp.State.RemoveResource(ctx)
-			return
-		}
-		addAPIError(&resp.Diagnostics, "Cannot Read Access Key", err, nil)
+	if !readObject(ctx, r.data.client, keyPath(state.User.ValueString(), state.ID.ValueString()), &out, "Cannot Read Access Key", nil, &resp.State, &resp.Diagnostics) {
 		return
 	}
 	state.fromAPI(&out)

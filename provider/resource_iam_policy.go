@@ -185,12 +185,7 @@ func (r *iamPolicyResource) Read(ctx context.Context, req resource.ReadRequest, 
 		return
 	}
 	var out model.Policy
-	if err := r.data.client.Do(ctx, "GET", objectPath("iam", "policies", state.ID.ValueString()), nil, &out); err != nil {
-		if model.IsNotFound(err) {
-			resp.State.RemoveResource(ctx)
-			return
-		}
-		addAPIError(&resp.Diagnostics, "Cannot Read IAM Policy", err, nil)
+	if !readObject(ctx, r.data.client, objectPath("iam", "policies", state.ID.ValueString()), &out, "Cannot Read IAM Policy", nil, &resp.State, &resp.Diagnostics) {
 		return
 	}
 	state.fromAPI(&out)

@@ -145,12 +145,7 @@ func (r *iamUserResource) Read(ctx context.Context, req resource.ReadRequest, re
 		return
 	}
 	var out model.User
-	if err := r.data.client.Do(ctx, "GET", objectPath("iam", "users", state.ID.ValueString()), nil, &out); err != nil {
-		if model.IsNotFound(err) {
-			resp.State.RemoveResource(ctx)
-			return
-		}
-		addAPIError(&resp.Diagnostics, "Cannot Read IAM User", err, nil)
+	if !readObject(ctx, r.data.client, objectPath("iam", "users", state.ID.ValueString()), &out, "Cannot Read IAM User", nil, &resp.State, &resp.Diagnostics) {
 		return
 	}
 	state.fromAPI(&out)

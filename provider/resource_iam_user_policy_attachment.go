@@ -134,12 +134,7 @@ func (r *attachmentResource) Read(ctx context.Context, req resource.ReadRequest,
 		return
 	}
 	var out model.Attachment
-	if err := r.data.client.Do(ctx, "GET", attachmentPath(state.User.ValueString(), state.PolicyName.ValueString()), nil, &out); err != nil {
-		if model.IsNotFound(err) {
-			resp.State.RemoveResource(ctx)
-			return
-		}
-		addAPIError(&resp.Diagnostics, "Cannot Read IAM User Policy Attachment", err, nil)
+	if !readObject(ctx, r.data.client, attachmentPath(state.User.ValueString(), state.PolicyName.ValueString()), &out, "Cannot Read IAM User Policy Attachment", nil, &resp.State, &resp.Diagnostics) {
 		return
 	}
 	state.fromAPI(&out)

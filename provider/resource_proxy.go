@@ -440,12 +440,7 @@ func (r *proxyResource) Read(ctx context.Context, req resource.ReadRequest, resp
 		return
 	}
 	var out model.Proxy
-	if err := r.data.client.Do(ctx, "GET", objectPath("proxies", state.ID.ValueString()), nil, &out); err != nil {
-		if model.IsNotFound(err) {
-			resp.State.RemoveResource(ctx)
-			return
-		}
-		addAPIError(&resp.Diagnostics, "Cannot Read Proxy", err, nil)
+	if !readObject(ctx, r.data.client, objectPath("proxies", state.ID.ValueString()), &out, "Cannot Read Proxy", nil, &resp.State, &resp.Diagnostics) {
 		return
 	}
 	resp.Diagnostics.Append(state.fromAPI(&out)...)

@@ -177,12 +177,7 @@ func (r *secretResource) Read(ctx context.Context, req resource.ReadRequest, res
 		return
 	}
 	var out model.Secret
-	if err := r.data.client.Do(ctx, "GET", objectPath("secrets", state.ID.ValueString()), nil, &out); err != nil {
-		if model.IsNotFound(err) {
-			resp.State.RemoveResource(ctx)
-			return
-		}
-		addAPIError(&resp.Diagnostics, "Cannot Read Secret", err, secretRename)
+	if !readObject(ctx, r.data.client, objectPath("secrets", state.ID.ValueString()), &out, "Cannot Read Secret", secretRename, &resp.State, &resp.Diagnostics) {
 		return
 	}
 	state.fromAPI(&out)

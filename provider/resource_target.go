@@ -240,13 +240,8 @@ func (r *targetResource) Read(ctx context.Context, req resource.ReadRequest, res
 		return
 	}
 	var out model.Target
-	err := r.data.client.Do(ctx, "GET", objectPath("proxies", state.ProxyName.ValueString(), "targets", state.Name.ValueString()), nil, &out)
-	if err != nil {
-		if model.IsNotFound(err) {
-			resp.State.RemoveResource(ctx)
-			return
-		}
-		addAPIError(&resp.Diagnostics, "Cannot Read "+targetWhat(state.ProxyName.ValueString(), state.Name.ValueString()), err, proxyChildRename)
+	if !readObject(ctx, r.data.client, objectPath("proxies", state.ProxyName.ValueString(), "targets", state.Name.ValueString()), &out,
+		"Cannot Read "+targetWhat(state.ProxyName.ValueString(), state.Name.ValueString()), proxyChildRename, &resp.State, &resp.Diagnostics) {
 		return
 	}
 	state.fromAPI(&out)

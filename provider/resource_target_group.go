@@ -346,12 +346,7 @@ func (r *targetGroupResource) Read(ctx context.Context, req resource.ReadRequest
 	// The API answers 404 only when the proxy is gone; a group never
 	// written (or reset) reads as the defaults, which the next plan
 	// corrects like any other drift.
-	if err := r.data.client.Do(ctx, "GET", objectPath("proxies", state.ID.ValueString(), "target-group"), nil, &out); err != nil {
-		if model.IsNotFound(err) {
-			resp.State.RemoveResource(ctx)
-			return
-		}
-		addAPIError(&resp.Diagnostics, "Cannot Read Target Group", err, targetGroupRename)
+	if !readObject(ctx, r.data.client, objectPath("proxies", state.ID.ValueString(), "target-group"), &out, "Cannot Read Target Group", targetGroupRename, &resp.State, &resp.Diagnostics) {
 		return
 	}
 	resp.Diagnostics.Append(state.fromAPI(&out)...)
